@@ -1,0 +1,14 @@
+//! # noisycxr
+//!
+//! Train chest X-ray classifiers that stay accurate when their training labels are noisy.
+//!
+//! Data flows: CSV + images → [`data::Dataset`] of raw observations (no policy applied) →
+//! uncertainty policy → loader → batch transforms → model → per-element loss → sample weights →
+//! optimizer; then evaluation, relabeling and head-only retraining. See `README.md` and
+//! `../shared/DESIGN.md` for the recipe.
+
+pub mod error;
+pub mod rng;
+pub mod data;
+
+pub use error::{Error, Result};
