@@ -379,6 +379,186 @@ pub fn view_of(view_position: &str) -> Option<View> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DataConfig, DatasetFormat};
+    use crate::data::source;
+    use serde_json::Value;
+
+    fn fixture(p: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/readers")
+            .join(p)
+    }
+
+    /// Records pandas derived from the same files (`tests/fixtures/readers/make_fixtures.py`).
+    fn expected() -> Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/readers/expected.json")).unwrap()
+    }
+
+    fn check(ds: &Dataset, exp: &Value) {
+        let recs = exp["records"].as_array().unwrap();
+        assert_eq!(ds.records.len(), recs.len());
+        for (r, x) in ds.records.iter().zip(recs) {
+            assert_eq!(r.path, x["path"].as_str().unwrap());
+            assert_eq!(r.patient, x["patient"].as_str().unwrap());
+            assert_eq!(r.study, x["study"].as_str().unwrap());
+            assert_eq!(r.line as u64, x["line"].as_u64().unwrap(), "{}", r.path);
+            let cells: Vec<&str> = r.labels.iter().map(|o| o.as_cell()).collect();
+            let want: Vec<&str> = x["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(cells, want, "{}", r.path);
+            let vp = x["view_position"].as_str().unwrap();
+            assert_eq!(r.view, view_of(vp), "{vp:?}");
+            assert_eq!(r.projection, Projection::parse(vp), "{vp:?}");
+            assert_eq!((r.sex, r.age), (None, None));
+        }
+        assert_eq!(ds.skipped.len() as u64, exp["skipped"].as_u64().unwrap());
+    }
+
+    #[test]
+    fn joins_labels_metadata_and_split_like_pandas() {
+        let root = fixture("mimic");
+        let files = MimicFiles::locate(&root).unwrap();
+        assert!(files.metadata.to_string_lossy().ends_with(".csv.gz"));
+        let e = expected();
+        for (key, split) in [
+            ("all", None),
+            ("train", Some(OfficialSplit::Train)),
+            ("validate", Some(OfficialSplit::Validate)),
+            ("test", Some(OfficialSplit::Test)),
+        ] {
+            let ds = read(&files, &root, split).unwrap();
+            assert_eq!(ds.kind, DatasetKind::Mimic);
+            assert_eq!(ds.findings, CHEXPERT_FINDINGS);
+            check(&ds, &e["mimic"][key]);
+        }
+        // The unlabelled study's images and the image-less study are reported, not dropped
+        // silently.
+        let all = read(&files, &root, None).unwrap();
+        assert!(all
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("has no image") && s.file == files.labels));
+        assert!(all.skipped.iter().any(|s| s.reason.contains("has no row")));
+    }
+
+    #[test]
+    fn resolves_a_release_folder_into_official_splits() {
+        let cfg = DataConfig {
+            format: DatasetFormat::Mimic,
+            root: fixture("mimic"),
+            ..DataConfig::default()
+        };
+        let s = source::resolve(&cfg).unwrap();
+        assert_eq!(source::detect(&s.train.csv).unwrap(), DatasetFormat::Mimic);
+        let e = expected();
+        let tune = s.tune.unwrap();
+        let test = s.test.unwrap();
+        for (src, key) in [(&s.train, "train"), (&tune, "validate"), (&test, "test")] {
+            let ds = source::read(src, DatasetFormat::Mimic).unwrap();
+            check(&ds, &e["mimic"][key]);
+        }
+        // `--csv` reads every row of the labels CSV.
+        let src = source::CsvSource {
+            csv: s.train.csv.clone(),
+            images: source::default_image_root(&s.train.csv).unwrap(),
+            split: None,
+        };
+        assert_eq!(src.images, fixture("mimic"));
+        check(
+            &source::read(&src, DatasetFormat::Mimic).unwrap(),
+            &e["mimic"]["all"],
+        );
+    }
+
+    const LABELS: &str = "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices";
+
+    fn write_release(dir: &Path, labels: &str, meta: &str, split: Option<&str>) -> MimicFiles {
+        std::fs::write(dir.join(LABELS_CSV), labels).unwrap();
+        std::fs::write(dir.join(METADATA_CSV), meta).unwrap();
+        if let Some(s) = split {
+            std::fs::write(dir.join(SPLIT_CSV), s).unwrap();
+        }
+        MimicFiles::beside(&dir.join(LABELS_CSV)).unwrap()
+    }
+
+    #[test]
+    fn inconsistent_files_fail_with_file_line_and_value() {
+        let d = tempfile::tempdir().unwrap();
+        let row = ",,,,,,,,,,,,,,"; // 14 empty findings
+        let meta = "dicom_id,subject_id,study_id,ViewPosition\nd1,10000032,50000000,PA\n";
+        // The study belongs to another subject in the labels file.
+        let f = write_release(
+            d.path(),
+            &format!("{LABELS}\n10000099,50000000{row}\n"),
+            meta,
+            None,
+        );
+        let e = read(&f, d.path(), None).unwrap_err().to_string();
+        assert!(e.contains(":2:") && e.contains("10000099"), "{e}");
+        // Duplicate study rows.
+        let f = write_release(
+            d.path(),
+            &format!("{LABELS}\n10000032,50000000{row}\n10000032,50000000{row}\n"),
+            meta,
+            None,
+        );
+        let e = read(&f, d.path(), None).unwrap_err().to_string();
+        assert!(e.contains(":3:") && e.contains("line 2"), "{e}");
+        // Ids written as floats.
+        let f = write_release(
+            d.path(),
+            &format!("{LABELS}\n10000032.0,50000000{row}\n"),
+            meta,
+            None,
+        );
+        let e = read(&f, d.path(), None).unwrap_err().to_string();
+        assert!(e.contains("10000032.0"), "{e}");
+        // A bad label value names its column.
+        let f = write_release(
+            d.path(),
+            &format!("{LABELS}\n10000032,50000000,,2.0,,,,,,,,,,,,\n"),
+            meta,
+            None,
+        );
+        let e = read(&f, d.path(), None).unwrap_err().to_string();
+        assert!(e.contains("Cardiomegaly") && e.contains("2.0"), "{e}");
+        // A split asked for without the split file.
+        let f = write_release(
+            d.path(),
+            &format!("{LABELS}\n10000032,50000000{row}\n"),
+            meta,
+            None,
+        );
+        let e = read(&f, d.path(), Some(OfficialSplit::Test)).unwrap_err();
+        assert!(e.to_string().contains(SPLIT_CSV), "{e}");
+        // The split file disagreeing with the metadata.
+        let f = write_release(
+            d.path(),
+            &format!("{LABELS}\n10000032,50000000{row}\n"),
+            meta,
+            Some("dicom_id,study_id,subject_id,split\nd1,50000001,10000032,train\n"),
+        );
+        let e = read(&f, d.path(), Some(OfficialSplit::Train))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("50000001") && e.contains("different releases"),
+            "{e}"
+        );
+        // The metadata file passed as the labels file.
+        let f = MimicFiles::beside(&d.path().join(METADATA_CSV)).unwrap();
+        let e = read(&f, d.path(), None).unwrap_err().to_string();
+        assert!(e.contains("not a MIMIC-CXR label file"), "{e}");
+        // No metadata beside the labels.
+        let d2 = tempfile::tempdir().unwrap();
+        std::fs::write(d2.path().join(LABELS_CSV), LABELS).unwrap();
+        let e = MimicFiles::beside(&d2.path().join(LABELS_CSV)).unwrap_err();
+        assert!(e.to_string().contains(METADATA_CSV), "{e}");
+    }
 
     #[test]
     fn image_paths_follow_the_release_layout() {

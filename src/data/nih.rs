@@ -233,6 +233,7 @@ fn from_table(
     let age = optional(t, "Patient Age")?;
     let sex = optional(t, "Patient Gender")?;
     let vp = optional(t, "View Position")?;
+    let followup = optional(t, "Follow-up #")?;
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(t.n_rows());
     let mut records = Vec::with_capacity(t.n_rows());
     let mut skipped = Vec::new();
@@ -250,6 +251,24 @@ fn from_table(
             ));
         }
         let labels = parse_findings(findings[i]).map_err(|m| Error::csv(&t.file, line, m))?;
+        // Integer checks catch columns shifted by a stray comma.
+        let pid = patient[i].trim();
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::csv(
+                &t.file,
+                line,
+                format!("Patient ID {pid:?} is not an integer; is a comma out of place?"),
+            ));
+        }
+        if let Some(f) = followup.as_ref().map(|c| c[i].trim()) {
+            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::csv(
+                    &t.file,
+                    line,
+                    format!("Follow-up # {f:?} is not an integer; is a comma out of place?"),
+                ));
+            }
+        }
         let skip = |reason: String| Skip {
             file: t.file.clone(),
             line,
@@ -277,10 +296,6 @@ fn from_table(
             )));
             continue;
         };
-        let pid = patient[i].trim();
-        if pid.is_empty() {
-            return Err(Error::csv(&t.file, line, "empty Patient ID cell"));
-        }
         let age_v = match age.as_ref().map(|c| c[i].trim()) {
             None | Some("") => None,
             Some(a) => Some(parse_age(a).ok_or_else(|| {
@@ -374,6 +389,190 @@ pub fn parse_age(s: &str) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DataConfig, DatasetFormat};
+    use crate::data::source;
+    use serde_json::Value;
+
+    fn fixture(p: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/readers")
+            .join(p)
+    }
+
+    /// Records pandas derived from the same files (`tests/fixtures/readers/make_fixtures.py`).
+    fn expected() -> Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/readers/expected.json")).unwrap()
+    }
+
+    fn check(ds: &Dataset, exp: &Value) {
+        let recs = exp["records"].as_array().unwrap();
+        assert_eq!(ds.records.len(), recs.len());
+        for (r, x) in ds.records.iter().zip(recs) {
+            assert_eq!(r.path, x["path"].as_str().unwrap());
+            assert_eq!(r.patient, x["patient"].as_str().unwrap());
+            assert_eq!(r.study, x["study"].as_str().unwrap());
+            assert_eq!(r.line as u64, x["line"].as_u64().unwrap());
+            assert_eq!(r.age, Some(x["age"].as_f64().unwrap() as f32));
+            assert_eq!(r.sex, Some(Sex::parse(x["sex"].as_str().unwrap())));
+            assert_eq!(r.view, Some(View::Frontal));
+            assert_eq!(
+                r.projection.map(|p| p.as_str()),
+                Some(x["projection"].as_str().unwrap())
+            );
+            let mut pos: Vec<&str> = NIH_FINDINGS
+                .iter()
+                .zip(&r.labels)
+                .filter(|(_, o)| **o == Observation::Positive)
+                .map(|(f, _)| *f)
+                .collect();
+            pos.sort_unstable();
+            let want: Vec<&str> = x["positives"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(pos, want, "{}", r.path);
+            assert!(r
+                .labels
+                .iter()
+                .all(|o| matches!(o, Observation::Positive | Observation::Negative)));
+        }
+        assert_eq!(ds.skipped.len() as u64, exp["skipped"].as_u64().unwrap());
+    }
+
+    #[test]
+    fn reads_the_release_csv_and_official_lists_like_pandas() {
+        let root = fixture("nih");
+        let files = NihFiles::locate(&root).unwrap();
+        let e = expected();
+        for (key, split) in [
+            ("all", None),
+            ("train", Some(OfficialSplit::Train)),
+            ("test", Some(OfficialSplit::Test)),
+        ] {
+            let ds = read(&files, &root, split).unwrap();
+            assert_eq!(ds.kind, DatasetKind::Nih);
+            assert_eq!(ds.findings, NIH_FINDINGS);
+            check(&ds, &e["nih"][key]);
+        }
+        let e = read(&files, &root, Some(OfficialSplit::Validate)).unwrap_err();
+        assert!(e.to_string().contains("tune_fraction"), "{e}");
+        // Through the data source: official train/test, tuning carved out later.
+        let cfg = DataConfig {
+            format: DatasetFormat::Nih,
+            root: root.clone(),
+            ..DataConfig::default()
+        };
+        let s = source::resolve(&cfg).unwrap();
+        assert!(s.tune.is_none());
+        assert_eq!(source::detect(&s.train.csv).unwrap(), DatasetFormat::Nih);
+        check(
+            &source::read(&s.train, DatasetFormat::Nih).unwrap(),
+            &expected()["nih"]["train"],
+        );
+        check(
+            &source::read(&s.test.unwrap(), DatasetFormat::Nih).unwrap(),
+            &expected()["nih"]["test"],
+        );
+    }
+
+    #[test]
+    fn copies_without_the_trailing_comma_read_the_same() {
+        let src = fixture("nih/Data_Entry_2017.csv");
+        let text = std::fs::read_to_string(&src).unwrap();
+        let trimmed: String = text
+            .lines()
+            .map(|l| format!("{}\n", l.strip_suffix(',').unwrap_or(l)))
+            .collect();
+        assert_ne!(trimmed, text);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("Data_Entry_2017.csv");
+        std::fs::write(&p, trimmed).unwrap();
+        let root = fixture("nih");
+        let a = read(&NihFiles::beside(&src), &root, None).unwrap();
+        let b = read(&NihFiles::beside(&p), &root, None).unwrap();
+        assert_eq!(a.records, b.records);
+    }
+
+    #[test]
+    fn bad_rows_and_overlapping_lists_name_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let h = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n";
+        let p = d.path().join("Data_Entry_2017.csv");
+        let ok = "00000001_000.png,Mass,0,1,58,M,PA,2500,2048,0.14,0.14,\n";
+        for (row, needle) in [
+            (
+                "00000002_000.png,Mass|Tumour,0,2,58,M,PA,2500,2048,0.14,0.14,\n",
+                "Tumour",
+            ),
+            (
+                "00000002_000.png,Mass,0,2,old,M,PA,2500,2048,0.14,0.14,\n",
+                "\"old\"",
+            ),
+            (
+                "00000001_000.png,Mass,0,1,58,M,PA,2500,2048,0.14,0.14,\n",
+                "line 2",
+            ),
+            // An unquoted comma shifts the columns: caught by the integer checks.
+            (
+                "00000002_000.png,Mass,Nodule,0,2,58,M,PA,2500,2048,0.14,0.14,\n",
+                "\"Nodule\"",
+            ),
+        ] {
+            std::fs::write(&p, format!("{h}{ok}{row}")).unwrap();
+            let e = read(&NihFiles::beside(&p), d.path(), None).unwrap_err();
+            let m = e.to_string();
+            assert!(
+                m.contains("Data_Entry_2017.csv:3:") && m.contains(needle),
+                "{m}"
+            );
+            assert_eq!(e.exit_code(), 2);
+        }
+        std::fs::write(&p, format!("{h}{ok}")).unwrap();
+        std::fs::write(d.path().join(TRAIN_VAL_LIST), "00000001_000.png\n").unwrap();
+        std::fs::write(d.path().join(TEST_LIST), "\n00000001_000.png\n").unwrap();
+        let e = read(&NihFiles::beside(&p), d.path(), Some(OfficialSplit::Test)).unwrap_err();
+        assert!(e.to_string().contains("test_list.txt:2:"), "{e}");
+    }
+
+    #[test]
+    fn kaggle_shards_are_indexed_and_missing_images_reported() {
+        let d = tempfile::tempdir().unwrap();
+        for (shard, name) in [
+            ("images_001", "00000001_000.png"),
+            ("images_002", "00000002_000.png"),
+        ] {
+            let dir = d.path().join(shard).join("images");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), b"png").unwrap();
+        }
+        let h = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n";
+        let p = d.path().join("Data_Entry_2017.csv");
+        std::fs::write(
+            &p,
+            format!(
+                "{h}00000001_000.png,No Finding,0,1,58,M,PA\n\
+                 00000002_000.png,Hernia,0,2,060Y,F,AP\n\
+                 00000003_000.png,Mass,0,3,40,F,AP\n"
+            ),
+        )
+        .unwrap();
+        let ds = read(&NihFiles::beside(&p), d.path(), None).unwrap();
+        let paths: Vec<&str> = ds.records.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "images_001/images/00000001_000.png",
+                "images_002/images/00000002_000.png"
+            ]
+        );
+        assert!(ds.image_path(1).is_file());
+        assert_eq!(ds.records[1].age, Some(60.0));
+        assert_eq!(ds.skipped.len(), 1);
+        assert_eq!(ds.skipped[0].line, 4);
+        assert!(ds.skipped[0].reason.contains("00000003_000.png"));
+    }
 
     #[test]
     fn finding_cells_parse_or_name_the_bad_part() {

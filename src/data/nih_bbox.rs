@@ -146,6 +146,34 @@ mod tests {
     }
 
     #[test]
+    fn release_fixture_matches_pandas() {
+        // tests/fixtures/readers/make_fixtures.py: pandas.read_csv(header=None, skiprows=1).
+        let e: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/readers/expected.json"))
+                .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/readers/nih/BBox_List_2017.csv");
+        let b = read(&path).unwrap();
+        let want = e["nih"]["bbox"].as_array().unwrap();
+        assert_eq!(b.len(), want.len());
+        for (x, w) in b.iter().zip(want) {
+            assert_eq!(x.image, w["image"].as_str().unwrap());
+            let f = w["finding"].as_str().unwrap();
+            assert_eq!(
+                x.finding,
+                if f == "Infiltrate" { "Infiltration" } else { f }
+            );
+            let xywh: Vec<f32> = w["xywh"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(vec![x.x, x.y, x.w, x.h], xywh);
+        }
+    }
+
+    #[test]
     fn bad_rows_name_line_and_value() {
         let h = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n";
         let e = parse(Path::new("b.csv"), &format!("{h}a.png,Mass,1,2,x,4\n")).unwrap_err();
