@@ -48,7 +48,14 @@ fn weights_1d(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
 ///
 /// # Shapes
 /// `src`: `h · w · c` values laid out `[h, w, c]` → `[nh, nw, c]`
-pub fn resize_bicubic_aa(src: &[f32], h: usize, w: usize, c: usize, nh: usize, nw: usize) -> Vec<f32> {
+pub fn resize_bicubic_aa(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    nh: usize,
+    nw: usize,
+) -> Vec<f32> {
     let wx = weights_1d(w, nw);
     let wy = weights_1d(h, nh);
     // Horizontal pass: [h, nw, c].
@@ -83,7 +90,12 @@ pub fn resize_bicubic_aa(src: &[f32], h: usize, w: usize, c: usize, nh: usize, n
 
 /// Resamples a position embedding `[1, prefix + g², D]` to `[1, prefix + new_grid², D]`,
 /// keeping the `prefix` (class) tokens as they are. Returns F32 on `device`.
-pub fn resample_pos_embed(pe: &Tensor, prefix: usize, new_grid: usize, device: &Device) -> Result<Tensor> {
+pub fn resample_pos_embed(
+    pe: &Tensor,
+    prefix: usize,
+    new_grid: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let (one, t, d) = pe.dims3()?;
     let n = t.checked_sub(prefix).unwrap_or(0);
     let g = (n as f64).sqrt().round() as usize;

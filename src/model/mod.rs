@@ -20,6 +20,9 @@ pub mod layers;
 pub mod norm;
 pub mod pool;
 pub mod predict;
+
+#[cfg(test)]
+mod parity;
 pub mod presets;
 pub mod resnet;
 pub mod resnetv2;

@@ -93,7 +93,13 @@ pub fn max_pool2d(x: &Tensor, k: usize, s: usize, pad: PoolPad) -> Result<Tensor
 }
 
 /// The device-independent composition (see the module docs).
-pub fn max_pool2d_composed(x: &Tensor, k: usize, s: usize, ph: (usize, usize), pw: (usize, usize)) -> Result<Tensor> {
+pub fn max_pool2d_composed(
+    x: &Tensor,
+    k: usize,
+    s: usize,
+    ph: (usize, usize),
+    pw: (usize, usize),
+) -> Result<Tensor> {
     let y = max_pool_1d(x, 2, k, s, ph)?;
     max_pool_1d(&y, 3, k, s, pw)
 }
@@ -112,7 +118,16 @@ pub struct MaxPool2dOp {
 
 impl MaxPool2dOp {
     #[allow(clippy::too_many_arguments)]
-    fn new(h: usize, w: usize, k: usize, s: usize, pt: usize, pl: usize, pb: usize, pr: usize) -> Result<Self> {
+    fn new(
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        pt: usize,
+        pl: usize,
+        pb: usize,
+        pr: usize,
+    ) -> Result<Self> {
         if k == 0 || s == 0 || h + pt + pb < k || w + pl + pr < k || pt >= k || pl >= k {
             return Err(Error::Other(format!(
                 "max pool: window {k} (stride {s}) does not fit {h}x{w} with padding ({pt},{pl},{pb},{pr})"
@@ -188,8 +203,15 @@ impl CustomOp1 for MaxPool2dOp {
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let g = arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPool2dBwdOp(*self))?;
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let g = arg
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPool2dBwdOp(*self))?;
         Ok(Some(g))
     }
 }
@@ -203,14 +225,24 @@ impl CustomOp2 for MaxPool2dBwdOp {
         "noisycxr-max-pool2d-bwd"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let op = &self.0;
         let (n, c, h, w) = l1.shape().dims4()?;
         let x = contiguous_f32(s1, l1, "input")?;
         let g = contiguous_f32(s2, l2, "gradient")?;
         let (oh, ow) = (op.oh, op.ow);
         if g.len() != n * c * oh * ow {
-            candle_core::bail!("max pool backward: gradient has {} values, expected {}", g.len(), n * c * oh * ow)
+            candle_core::bail!(
+                "max pool backward: gradient has {} values, expected {}",
+                g.len(),
+                n * c * oh * ow
+            )
         }
         let mut out = vec![0f32; n * c * h * w];
         out.par_chunks_mut(h * w).enumerate().for_each(|(p, gi)| {
@@ -265,17 +297,29 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn grads_of(x: &Var, y: &Tensor) -> Result<Vec<f32>> {
-        let w = Tensor::arange(0f32, y.elem_count() as f32, &Device::Cpu)?.reshape(y.shape())?.cos()?;
+        let w = Tensor::arange(0f32, y.elem_count() as f32, &Device::Cpu)?
+            .reshape(y.shape())?
+            .cos()?;
         let g = (y * w)?.sum_all()?.backward()?;
-        Ok(g.get(x.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?)
+        Ok(g.get(x.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     #[test]
     fn cpu_op_and_composition_agree_forward_and_backward() -> Result<()> {
         // Distinct values (no ties): a permutation of 0..n scaled.
-        for (h, w, k, s, pad) in [(9, 7, 3, 2, PoolPad::Fixed(1)), (8, 8, 3, 2, PoolPad::Same), (7, 9, 3, 2, PoolPad::Same), (6, 6, 2, 2, PoolPad::Fixed(0))] {
+        for (h, w, k, s, pad) in [
+            (9, 7, 3, 2, PoolPad::Fixed(1)),
+            (8, 8, 3, 2, PoolPad::Same),
+            (7, 9, 3, 2, PoolPad::Same),
+            (6, 6, 2, 2, PoolPad::Fixed(0)),
+        ] {
             let n = 2 * 3 * h * w;
-            let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 / n as f32 - 0.5).collect();
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % n) as f32 / n as f32 - 0.5)
+                .collect();
             let x = Var::from_vec(v, (2, 3, h, w), &Device::Cpu)?;
             let fast = max_pool2d(&x, k, s, pad)?;
             let (ph, pw) = match pad {
@@ -287,7 +331,10 @@ mod tests {
             if pad == PoolPad::Same {
                 assert_eq!(fast.dims()[2..], [h.div_ceil(s), w.div_ceil(s)]);
             }
-            assert_eq!(fast.flatten_all()?.to_vec1::<f32>()?, slow.flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(
+                fast.flatten_all()?.to_vec1::<f32>()?,
+                slow.flatten_all()?.to_vec1::<f32>()?
+            );
             let gf = grads_of(&x, &fast)?;
             let gs = grads_of(&x, &slow)?;
             for (a, b) in gf.iter().zip(&gs) {

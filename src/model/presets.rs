@@ -524,7 +524,11 @@ mod timing {
                 let _g = loss.backward()?;
                 best = best.min(t.elapsed().as_secs_f64());
             }
-            println!("{p}: {} params, fwd+bwd b32 64x64: {:.0} ms", vars.num_params(), best * 1e3);
+            println!(
+                "{p}: {} params, fwd+bwd b32 64x64: {:.0} ms",
+                vars.num_params(),
+                best * 1e3
+            );
         }
         Ok(())
     }
@@ -556,12 +560,26 @@ mod optiming {
         t("conv7 s2 1->16 @64", || Ok(x1.conv2d(&w7, 3, 2, 1, 1)?))?;
         t("conv3 s2 1->16 @64", || Ok(x1.conv2d(&w3, 1, 2, 1, 1)?))?;
         let xv = Var::from_tensor(&input(32, 16, 32, 2))?;
-        t("maxpool same 16@32", || super::super::pool::max_pool2d(&xv, 3, 2, super::super::pool::PoolPad::Same))?;
+        t("maxpool same 16@32", || {
+            super::super::pool::max_pool2d(&xv, 3, 2, super::super::pool::PoolPad::Same)
+        })?;
         t("relu 16@32", || Ok(xv.relu()?))?;
         let g = Var::from_tensor(&Tensor::ones(16, candle_core::DType::F32, &Device::Cpu)?)?;
-        let gn = super::super::norm::GroupNorm { weight: g.as_tensor().clone(), bias: g.as_tensor().clone(), groups: 8, eps: 1e-5 };
+        let gn = super::super::norm::GroupNorm {
+            weight: g.as_tensor().clone(),
+            bias: g.as_tensor().clone(),
+            groups: 8,
+            eps: 1e-5,
+        };
         t("groupnorm 16@32", || gn.forward(&xv))?;
-        let bn = super::super::norm::BatchNorm2d { weight: g.as_tensor().clone(), bias: g.as_tensor().clone(), running_mean: Var::zeros(16, candle_core::DType::F32, &Device::Cpu)?, running_var: Var::ones(16, candle_core::DType::F32, &Device::Cpu)?, eps: 1e-5, momentum: 0.1 };
+        let bn = super::super::norm::BatchNorm2d {
+            weight: g.as_tensor().clone(),
+            bias: g.as_tensor().clone(),
+            running_mean: Var::zeros(16, candle_core::DType::F32, &Device::Cpu)?,
+            running_var: Var::ones(16, candle_core::DType::F32, &Device::Cpu)?,
+            eps: 1e-5,
+            momentum: 0.1,
+        };
         t("batchnorm train 16@32", || bn.forward(&xv, true))?;
         t("batchnorm eval 16@32", || bn.forward(&xv, false))?;
         t("sqr-sum only 16@32", || Ok(xv.as_tensor().clone()))?;
@@ -572,11 +590,17 @@ mod optiming {
         t("conv1 64->64 @16", || Ok(x16.conv2d(&w11, 0, 1, 1, 1)?))?;
         let tok = Var::from_tensor(&Tensor::randn(0f32, 1., (32, 65, 96), &Device::Cpu)?)?;
         let wq = Var::from_tensor(&Tensor::randn(0f32, 0.1, (384, 96), &Device::Cpu)?)?;
-        t("linear 96->384 on 32x65", || super::super::layers::linear(&tok, &wq, None))?;
+        t("linear 96->384 on 32x65", || {
+            super::super::layers::linear(&tok, &wq, None)
+        })?;
         let gl = Var::from_tensor(&Tensor::ones(96, candle_core::DType::F32, &Device::Cpu)?)?;
-        t("layernorm 32x65x96", || Ok(candle_nn::ops::layer_norm_slow(&tok, &gl, &gl, 1e-6)?))?;
+        t("layernorm 32x65x96", || {
+            Ok(candle_nn::ops::layer_norm_slow(&tok, &gl, &gl, 1e-6)?)
+        })?;
         let att = Var::from_tensor(&Tensor::randn(0f32, 1., (32, 3, 65, 65), &Device::Cpu)?)?;
-        t("softmax 32x3x65x65", || Ok(candle_nn::ops::softmax(&att, candle_core::D::Minus1)?))?;
+        t("softmax 32x3x65x65", || {
+            Ok(candle_nn::ops::softmax(&att, candle_core::D::Minus1)?)
+        })?;
         let h = Var::from_tensor(&Tensor::randn(0f32, 1., (32, 65, 384), &Device::Cpu)?)?;
         t("gelu 32x65x384", || Ok(h.gelu_erf()?))?;
         Ok(())

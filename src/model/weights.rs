@@ -43,7 +43,14 @@ pub const FIRST_CONVS: &[&str] = &[
 ];
 
 /// Keys a state dict may be nested under.
-const NESTING_KEYS: &[&str] = &["state_dict", "model", "model_state_dict", "state_dict_ema", "module", "net"];
+const NESTING_KEYS: &[&str] = &[
+    "state_dict",
+    "model",
+    "model_state_dict",
+    "state_dict_ema",
+    "module",
+    "net",
+];
 
 /// Options of [`import`].
 #[derive(Debug, Clone, Default)]
@@ -84,21 +91,45 @@ impl fmt::Display for ImportSummary {
             }
             s
         };
-        write!(f, "{}: loaded {} tensors", self.source.display(), self.loaded.len())?;
+        write!(
+            f,
+            "{}: loaded {} tensors",
+            self.source.display(),
+            self.loaded.len()
+        )?;
         if let Some(p) = &self.stripped_prefix {
             write!(f, " (prefix {p:?} stripped)")?;
         }
         if !self.adapted.is_empty() {
-            write!(f, "; adapted {}: {}", self.adapted.len(), show(&self.adapted))?;
+            write!(
+                f,
+                "; adapted {}: {}",
+                self.adapted.len(),
+                show(&self.adapted)
+            )?;
         }
         if !self.reinitialised.is_empty() {
-            write!(f, "; head re-initialised (other shape): {}", show(&self.reinitialised))?;
+            write!(
+                f,
+                "; head re-initialised (other shape): {}",
+                show(&self.reinitialised)
+            )?;
         }
         if !self.missing.is_empty() {
-            write!(f, "; missing {} (kept initialisation): {}", self.missing.len(), show(&self.missing))?;
+            write!(
+                f,
+                "; missing {} (kept initialisation): {}",
+                self.missing.len(),
+                show(&self.missing)
+            )?;
         }
         if !self.unexpected.is_empty() {
-            write!(f, "; unexpected {} (not used): {}", self.unexpected.len(), show(&self.unexpected))?;
+            write!(
+                f,
+                "; unexpected {} (not used): {}",
+                self.unexpected.len(),
+                show(&self.unexpected)
+            )?;
         }
         Ok(())
     }
@@ -106,7 +137,12 @@ impl fmt::Display for ImportSummary {
 
 /// Loads `path` into `vars` (see the module docs). `head_prefix` is the model's
 /// [`super::Classifier::head_prefix`].
-pub fn import(path: &Path, vars: &ModelVars, head_prefix: &str, opts: &ImportOptions) -> Result<ImportSummary> {
+pub fn import(
+    path: &Path,
+    vars: &ModelVars,
+    head_prefix: &str,
+    opts: &ImportOptions,
+) -> Result<ImportSummary> {
     let tensors = read_weights(path, opts.key.as_deref())?;
     import_tensors(tensors, path, vars, head_prefix, opts)
 }
@@ -115,7 +151,8 @@ pub fn import(path: &Path, vars: &ModelVars, head_prefix: &str, opts: &ImportOpt
 pub fn read_weights(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         let s = path.to_string_lossy();
-        let hint = if s.starts_with("hf-hub:") || (s.matches('/').count() == 1 && !s.contains('.')) {
+        let hint = if s.starts_with("hf-hub:") || (s.matches('/').count() == 1 && !s.contains('.'))
+        {
             " — it looks like a Hugging Face repo id; this build cannot download, so fetch the repo's model.safetensors and pass its path"
         } else {
             ""
@@ -139,8 +176,12 @@ pub fn read_weights(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tenso
         ));
     }
     // safetensors: 8-byte little-endian header length then a JSON header.
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| Error::input(path, format!("not a readable safetensors or zip-format PyTorch file: {e}")))?;
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+        Error::input(
+            path,
+            format!("not a readable safetensors or zip-format PyTorch file: {e}"),
+        )
+    })?;
     let mut v: Vec<(String, Tensor)> = tensors.into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
@@ -163,7 +204,8 @@ fn looks_like_state_dict(kv: &[(Object, Object)]) -> bool {
 }
 
 fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
-    let zerr = |e: zip::result::ZipError| Error::input(path, format!("zip-format PyTorch file: {e}"));
+    let zerr =
+        |e: zip::result::ZipError| Error::input(path, format!("zip-format PyTorch file: {e}"));
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(zerr)?;
     let pkl = zip
@@ -187,7 +229,9 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
         Object::Dict(kv) => kv,
         Object::Build { callable, .. } | Object::Reduce { callable, .. } => {
             let class = match callable.as_ref() {
-                Object::Reduce { callable, .. } | Object::Build { callable, .. } => format!("{callable:?}"),
+                Object::Reduce { callable, .. } | Object::Build { callable, .. } => {
+                    format!("{callable:?}")
+                }
                 other => format!("{other:?}"),
             };
             return Err(Error::input(
@@ -199,7 +243,13 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
             ));
         }
         other => {
-            return Err(Error::input(path, format!("top-level object is not a dict: {:?}", std::mem::discriminant(&other))));
+            return Err(Error::input(
+                path,
+                format!(
+                    "top-level object is not a dict: {:?}",
+                    std::mem::discriminant(&other)
+                ),
+            ));
         }
     };
     // Find the state dict.
@@ -211,7 +261,12 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
             .ok_or_else(|| Error::input(path, format!("no entry {k:?} in the checkpoint dict")))?;
         match v {
             Object::Dict(kv) => (kv, Some(k.to_string())),
-            _ => return Err(Error::input(path, format!("entry {k:?} is not a dict of tensors"))),
+            _ => {
+                return Err(Error::input(
+                    path,
+                    format!("entry {k:?} is not a dict of tensors"),
+                ))
+            }
         }
     } else if looks_like_state_dict(&top) {
         (top, None)
@@ -228,12 +283,20 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
         found.ok_or_else(|| {
             let keys: Vec<String> = top
                 .iter()
-                .filter_map(|(k, _)| if let Object::Unicode(s) = k { Some(s.clone()) } else { None })
+                .filter_map(|(k, _)| {
+                    if let Object::Unicode(s) = k {
+                        Some(s.clone())
+                    } else {
+                        None
+                    }
+                })
                 .take(10)
                 .collect();
             Error::input(
                 path,
-                format!("no state dict found (top-level keys: {keys:?}); name the entry that holds it"),
+                format!(
+                    "no state dict found (top-level keys: {keys:?}); name the entry that holds it"
+                ),
             )
         })?
     };
@@ -259,7 +322,9 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
                     names.push(name)
                 }
             }
-            Ok(None) if tensorish => skipped.push(format!("{name} (tensor type the reader does not support)")),
+            Ok(None) if tensorish => {
+                skipped.push(format!("{name} (tensor type the reader does not support)"))
+            }
             Ok(None) => {}
             Err(e) => skipped.push(format!("{name} ({e})")),
         }
@@ -274,12 +339,21 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
             ),
         ));
     }
-    let pth = PthTensors::new(path, used_key.as_deref()).map_err(|e| Error::input(path, e.to_string()))?;
+    let pth = PthTensors::new(path, used_key.as_deref())
+        .map_err(|e| Error::input(path, e.to_string()))?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        match pth.get(&name).map_err(|e| Error::input(path, format!("{name}: {e}")))? {
+        match pth
+            .get(&name)
+            .map_err(|e| Error::input(path, format!("{name}: {e}")))?
+        {
             Some(t) => out.push((name, t)),
-            None => return Err(Error::input(path, format!("{name}: listed but not readable"))),
+            None => {
+                return Err(Error::input(
+                    path,
+                    format!("{name}: listed but not readable"),
+                ))
+            }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -305,7 +379,11 @@ fn best_prefix(file_keys: &[String], vars: &ModelVars) -> Option<String> {
     let count = |p: &str| {
         file_keys
             .iter()
-            .filter(|k| k.strip_prefix(p).map(|r| vars.get(&remap_key(r)).is_some()).unwrap_or(false))
+            .filter(|k| {
+                k.strip_prefix(p)
+                    .map(|r| vars.get(&remap_key(r)).is_some())
+                    .unwrap_or(false)
+            })
             .count()
     };
     let mut best = (count(""), String::new());
@@ -385,7 +463,8 @@ pub fn import_tensors(
             t
         } else if key == "pos_embed" && want.len() == 3 && have.len() == 3 && want[2] == have[2] {
             let g = (((want[1] - 1) as f64).sqrt()).round() as usize;
-            sum.adapted.push(format!("pos_embed {have:?} -> {want:?} (bicubic)"));
+            sum.adapted
+                .push(format!("pos_embed {have:?} -> {want:?} (bicubic)"));
             resample_pos_embed(&t, 1, g, &Device::Cpu)?
         } else if FIRST_CONVS.contains(&key.as_str())
             && want.len() == 4
@@ -400,10 +479,12 @@ pub fn import_tensors(
             } else {
                 (tf.repeat((1, 3, 1, 1))? / 3.0)?
             };
-            sum.adapted.push(format!("{key} in_chans {} -> {}", have[1], want[1]));
+            sum.adapted
+                .push(format!("{key} in_chans {} -> {}", have[1], want[1]));
             v
         } else if is_head(&key) {
-            sum.reinitialised.push(format!("{key} (file {have:?}, model {want:?})"));
+            sum.reinitialised
+                .push(format!("{key} (file {have:?}, model {want:?})"));
             continue;
         } else {
             mismatched.push(format!("{key}: file {have:?}, model {want:?}"));
@@ -431,15 +512,27 @@ pub fn import_tensors(
         ));
     }
     let all: HashMap<String, ()> = vars.named_tensors().into_keys().map(|k| (k, ())).collect();
-    let mut missing: Vec<String> = all.keys().filter(|k| !seen.contains_key(*k)).cloned().collect();
+    let mut missing: Vec<String> = all
+        .keys()
+        .filter(|k| !seen.contains_key(*k))
+        .cloned()
+        .collect();
     missing.sort();
     sum.missing = missing;
     if opts.strict {
-        let bad: Vec<&String> = sum.missing.iter().filter(|k| !is_head(k)).chain(sum.unexpected.iter()).collect();
+        let bad: Vec<&String> = sum
+            .missing
+            .iter()
+            .filter(|k| !is_head(k))
+            .chain(sum.unexpected.iter())
+            .collect();
         if !bad.is_empty() {
             return Err(Error::input(
                 source,
-                format!("strict import: {} missing or unexpected key(s): {bad:?}", bad.len()),
+                format!(
+                    "strict import: {} missing or unexpected key(s): {bad:?}",
+                    bad.len()
+                ),
             ));
         }
     }
