@@ -7,8 +7,8 @@
 //! Keys (under the hybrid's `patch_embed.backbone.`): `stem.conv`, `stem.norm`,
 //! `stages.{s}.blocks.{i}.{conv1,norm1,conv2,norm2,conv3,norm3,downsample.conv,downsample.norm}`.
 //!
-//! Initialisation: convs `kaiming_normal_(fan_out, relu)`, GroupNorm 1 / 0. timm zero-inits
-//! `norm3.weight`; we do not, so every parameter receives a gradient from the first step.
+//! Initialisation as timm's `ResNetV2` (`zero_init_last=False` for the hybrids): convs
+//! `kaiming_normal_(fan_out, relu)`, GroupNorm 1 / 0.
 
 use candle_core::Tensor;
 
