@@ -14,5 +14,6 @@ pub mod data;
 pub mod error;
 pub mod provenance;
 pub mod rng;
+pub mod model;
 
 pub use error::{Error, Result};
