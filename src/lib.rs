@@ -11,5 +11,6 @@ pub mod error;
 pub mod rng;
 pub mod data;
 pub mod ops;
+pub mod optim;
 
 pub use error::{Error, Result};

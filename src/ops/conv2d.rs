@@ -124,6 +124,37 @@ pub fn conv2d_with(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Tensor> {
     fallback(x, w, p)
 }
 
+/// Both gradients of [`conv2d_with`] for an upstream gradient `grad`, without autograd (for
+/// benchmarks and tests; CPU `f32` only).
+///
+/// # Shapes
+/// `x: [N, Cin, H, W]`, `w: [Cout, Cin/groups, kh, kw]`, `grad: [N, Cout, Hout, Wout]` →
+/// `(dx: [N, Cin, H, W], dw: [Cout, Cin/groups, kh, kw])`.
+pub fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    p: &Conv2dParams,
+) -> Result<(Tensor, Tensor)> {
+    Geom::new(x.dims(), w.dims(), p).map_err(Error::Other)?;
+    let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+    let gx = w.apply_op2_no_bwd(
+        &grad,
+        &Conv2dGradInput {
+            p: *p,
+            x_dims: dims4(&x)?,
+        },
+    )?;
+    let gw = x.apply_op2_no_bwd(
+        &grad,
+        &Conv2dGradWeight {
+            p: *p,
+            w_dims: dims4(&w)?,
+        },
+    )?;
+    Ok((gx, gw))
+}
+
 /// candle's own convolution, for devices and dtypes our kernel does not cover.
 fn fallback(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Tensor> {
     if let Some((pad, stride, dil)) = p.symmetric() {

@@ -8,7 +8,7 @@
 pub mod conv2d;
 pub mod sgemm;
 
-pub use conv2d::{conv2d, conv2d_with, Conv2dParams};
+pub use conv2d::{conv2d, conv2d_backward, conv2d_with, Conv2dParams};
 
 /// Threads our kernels split work over: the size of rayon's global pool (`RAYON_NUM_THREADS`).
 pub fn num_threads() -> usize {
