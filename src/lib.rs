@@ -7,10 +7,14 @@
 //! optimizer; then evaluation, relabeling and head-only retraining. See `README.md` and
 //! `../shared/DESIGN.md` for the recipe.
 
-pub mod error;
-pub mod rng;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod data;
+pub mod error;
 pub mod ops;
 pub mod optim;
+pub mod provenance;
+pub mod rng;
 
 pub use error::{Error, Result};
