@@ -12,6 +12,8 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod ops;
+pub mod optim;
 pub mod provenance;
 pub mod rng;
 pub mod model;
