@@ -6,6 +6,9 @@ pub mod record;
 pub mod csvio;
 pub mod chexpert;
 pub mod preprocess;
+pub mod image;
+pub mod augment;
+pub mod loader;
 
 pub use labels::{Observation, CHEXPERT_FINDINGS, COMPETITION_TASKS, HIERARCHY};
 pub use record::{Dataset, DatasetKind, Projection, Record, Sex, Skip, View};
