@@ -3,7 +3,7 @@
 //! (heart, aortic knob, gastric bubble).
 //!
 //! The warp follows torchvision's `transforms.functional.affine` on tensors exactly (centre of
-//! rotation at the image centre, counter-clockwise angles, translation in pixels after rotation,
+//! rotation at the image centre, clockwise angles, translation in pixels after rotation,
 //! bilinear sampling with `align_corners=False` and zero (black) fill), so a torchvision recipe
 //! carries over unchanged. Every draw comes from
 //! [`keyed`](crate::rng::keyed)`(seed, Stream::Augment, epoch, sample)`: a sample's augmentation
@@ -22,7 +22,7 @@ use crate::rng::{keyed, Stream};
 pub struct AugmentConfig {
     /// Master switch; `false` leaves training images as evaluation sees them.
     pub enabled: bool,
-    /// Rotation drawn from `U(-rotate_deg, rotate_deg)`, degrees, counter-clockwise positive.
+    /// Rotation drawn from `U(-rotate_deg, rotate_deg)`, degrees (clockwise positive on screen).
     pub rotate_deg: f32,
     /// Translation drawn per axis from `U(-t, t) * size`, `t` a fraction of the side.
     pub translate: f32,
@@ -112,7 +112,7 @@ impl AugmentConfig {
 /// One drawn transform. Applied as: flip (if set) then the affine about the image centre.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Affine {
-    /// Degrees, counter-clockwise as seen on screen (torchvision's `angle`).
+    /// Degrees, clockwise as seen on screen (torchvision's `angle`).
     pub angle_deg: f32,
     /// Pixels `[x, y]` (torchvision's `translate`; `y` points down).
     pub translate: [f32; 2],
@@ -134,9 +134,9 @@ impl Affine {
 
     /// Output→input map in centred coordinates `[a, b, c, d, e, f]`:
     /// `x_in = a x + b y + c`, `y_in = d x + e y + f`. torchvision's
-    /// `_get_inverse_affine_matrix(center=[0, 0], angle=-angle, translate, scale, shear=0)`.
+    /// `_get_inverse_affine_matrix(center=[0, 0], angle, translate, scale, shear=0)`.
     fn inverse(&self) -> [f64; 6] {
-        let rot = -(self.angle_deg as f64).to_radians();
+        let rot = (self.angle_deg as f64).to_radians();
         let (s, c) = rot.sin_cos();
         let k = 1.0 / self.scale as f64;
         let (tx, ty) = (self.translate[0] as f64, self.translate[1] as f64);
@@ -196,4 +196,106 @@ fn bilinear_zero(src: &Gray, x: f64, y: f64) -> f32 {
     let top = tap(x0, y0) * (1.0 - fx) + tap(x0 + 1, y0) * fx;
     let bottom = tap(x0, y0 + 1) * (1.0 - fx) + tap(x0 + 1, y0 + 1) * fx;
     top * (1.0 - fy) + bottom * fy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::image::decode_file;
+    use crate::data::image::fixtures::dir;
+
+    // Expected planes: torchvision 0.29.2 `F.affine(img, angle, translate, scale, shear=0,
+    // interpolation=BILINEAR)` after `F.hflip` when set (torch 2.15.0);
+    // tests/fixtures/image/make_affine.py.
+    #[test]
+    fn warp_matches_torchvision_affine() {
+        let text = std::fs::read_to_string(dir().join("affine.json")).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let img = decode_file(&dir().join(j["file"].as_str().unwrap()), None).unwrap();
+        for c in j["cases"].as_array().unwrap() {
+            let t = Affine {
+                angle_deg: c["angle"].as_f64().unwrap() as f32,
+                translate: [
+                    c["translate"][0].as_f64().unwrap() as f32,
+                    c["translate"][1].as_f64().unwrap() as f32,
+                ],
+                scale: c["scale"].as_f64().unwrap() as f32,
+                hflip: c["hflip"].as_bool().unwrap(),
+            };
+            let got = apply(&img, Some(&t));
+            let want: Vec<f32> = c["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(got.len(), want.len());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "{t:?}: max |diff| {worst}");
+        }
+    }
+
+    #[test]
+    fn draws_are_keyed_by_seed_epoch_and_sample() {
+        let cfg = AugmentConfig::default();
+        let a = cfg.draw(1, 2, 3, 224).unwrap();
+        assert_eq!(Some(a), cfg.draw(1, 2, 3, 224));
+        assert_ne!(Some(a), cfg.draw(1, 2, 4, 224));
+        assert_ne!(Some(a), cfg.draw(1, 3, 3, 224));
+        assert_ne!(Some(a), cfg.draw(2, 2, 3, 224));
+        assert_eq!(AugmentConfig::off().draw(1, 2, 3, 224), None);
+    }
+
+    #[test]
+    fn draws_stay_in_their_ranges_and_flip_is_off_by_default() {
+        let cfg = AugmentConfig::default();
+        let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+        for i in 0..2000 {
+            let t = cfg.draw(9, 0, i, 200).unwrap();
+            assert!(t.angle_deg.abs() <= cfg.rotate_deg);
+            assert!(t.translate.iter().all(|v| v.abs() <= cfg.translate * 200.0));
+            assert!(t.scale >= cfg.scale[0] && t.scale <= cfg.scale[1]);
+            assert!(!t.hflip);
+            lo = lo.min(t.angle_deg);
+            hi = hi.max(t.angle_deg);
+        }
+        // The whole range is used, not a corner of it.
+        assert!(lo < -9.0 && hi > 9.0, "{lo}..{hi}");
+        let flips = AugmentConfig {
+            hflip: 0.5,
+            ..Default::default()
+        };
+        let n = (0..2000)
+            .filter(|&i| flips.draw(9, 0, i, 200).unwrap().hflip)
+            .count();
+        assert!((900..1100).contains(&n), "{n} flips of 2000");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let bad = AugmentConfig {
+            scale: [1.2, 1.0],
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("augment.scale"));
+        let bad = AugmentConfig {
+            hflip: 1.5,
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("augment.hflip"));
+        let e = toml::from_str::<AugmentConfig>("rotate = 3").unwrap_err();
+        assert!(e.to_string().contains("rotate"), "{e}");
+    }
 }

@@ -386,3 +386,253 @@ impl Drop for Epoch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::image::fixtures::{assert_matches, case, dir};
+    use crate::data::preprocess::ResizeMode;
+
+    fn files(names: &[&str], size: usize) -> Arc<dyn Source> {
+        Arc::new(Files {
+            paths: names.iter().map(|f| dir().join(f)).collect(),
+            geometry: Geometry {
+                size,
+                resize: ResizeMode::Crop,
+            },
+        })
+    }
+
+    const MIXED: [&str; 9] = [
+        "gray.jpg",
+        "rgb.jpg",
+        "big.jpg",
+        "gray8.png",
+        "tall8.png",
+        "rgba8.png",
+        "gray16.png",
+        "square8.png",
+        "mono2_lut.dcm",
+    ];
+
+    fn pre(size: usize) -> Preprocess {
+        Preprocess {
+            resize: ResizeMode::Crop,
+            ..Preprocess::half(size)
+        }
+    }
+
+    fn collect(l: &Loader, epoch: u64) -> Vec<(Vec<usize>, Vec<f32>)> {
+        l.epoch(epoch, &Device::Cpu)
+            .map(|b| {
+                let b = b.unwrap();
+                (
+                    b.items,
+                    b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipeline_matches_pillow_full_decode_and_resize() {
+        // Reduced-scale decode + fit vs Pillow's full decode + BILINEAR crop-resize
+        // (make_fixtures.py case big_fit40).
+        let c = case("big_fit40");
+        let g = Geometry {
+            size: 40,
+            resize: ResizeMode::Crop,
+        };
+        let img = prepare_file(&c.file, &g).unwrap();
+        assert_matches(&img, &c, "big_fit40");
+    }
+
+    #[test]
+    fn batches_are_identical_for_any_worker_count() {
+        let cfg = LoaderConfig {
+            batch_size: 4,
+            workers: 1,
+            prefetch: 1,
+            seed: 11,
+            ..Default::default()
+        };
+        let one = Loader::new(
+            files(&MIXED, 20),
+            pre(20),
+            AugmentConfig::default(),
+            cfg.clone(),
+        )
+        .unwrap();
+        let three = Loader::new(
+            files(&MIXED, 20),
+            pre(20),
+            AugmentConfig::default(),
+            LoaderConfig {
+                workers: 3,
+                prefetch: 5,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        for epoch in 0..2 {
+            let a = collect(&one, epoch);
+            assert_eq!(a, collect(&three, epoch), "epoch {epoch}");
+            assert_eq!(
+                a.iter().map(|b| b.0.len()).collect::<Vec<_>>(),
+                vec![4, 4, 1]
+            );
+            let mut seen: Vec<usize> = a.iter().flat_map(|b| b.0.clone()).collect();
+            seen.sort();
+            assert_eq!(seen, (0..9).collect::<Vec<_>>());
+        }
+        // Another epoch reshuffles and redraws augmentation; another seed too.
+        assert_ne!(collect(&one, 0), collect(&one, 1));
+        let other = Loader::new(
+            files(&MIXED, 20),
+            pre(20),
+            AugmentConfig::default(),
+            LoaderConfig { seed: 12, ..cfg },
+        )
+        .unwrap();
+        assert_ne!(collect(&one, 0), collect(&other, 0));
+    }
+
+    #[test]
+    fn evaluation_order_and_values_are_plain() {
+        // No shuffle, no augmentation: items in order; values = normalised fitted pixels.
+        let p = Preprocess {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            ..pre(16)
+        };
+        let l = Loader::new(
+            files(&MIXED, 16),
+            p.clone(),
+            AugmentConfig::off(),
+            LoaderConfig {
+                shuffle: false,
+                batch_size: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .with_items(vec![8, 0, 3])
+        .unwrap();
+        let got = collect(&l, 0);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, vec![8, 0, 3]);
+        let fitted = prepare_file(&dir().join(MIXED[0]), &Geometry::from(&p))
+            .unwrap()
+            .to_f32();
+        let second = &got[0].1[3 * 256..6 * 256];
+        for c in 0..3 {
+            for (k, v) in fitted.iter().enumerate() {
+                let want = (v - p.mean[c]) / p.std[c];
+                assert!((second[c * 256 + k] - want).abs() < 1e-5);
+            }
+        }
+        // load_input: the same tensor for one file.
+        let t = load_input(&dir().join(MIXED[0]), &p, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 16, 16]);
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            second.to_vec()
+        );
+    }
+
+    #[test]
+    fn unreadable_images_are_skipped_or_fatal_when_strict() {
+        let names = ["gray.jpg", "nope.jpg", "gray8.png", "make_fixtures.py"];
+        let cfg = LoaderConfig {
+            batch_size: 2,
+            shuffle: false,
+            ..Default::default()
+        };
+        let l = Loader::new(files(&names, 8), pre(8), AugmentConfig::off(), cfg.clone()).unwrap();
+        let mut epoch = l.epoch(0, &Device::Cpu);
+        let items: Vec<Vec<usize>> = epoch.by_ref().map(|b| b.unwrap().items).collect();
+        assert_eq!(items, vec![vec![0], vec![2]]);
+        let skipped = epoch.skipped();
+        assert_eq!(
+            skipped.iter().map(|s| s.item).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert!(skipped[0].name.ends_with("nope.jpg") && skipped[0].reason.contains("nope.jpg"));
+        assert!(
+            skipped[1].reason.contains("not a JPEG, PNG or DICOM"),
+            "{}",
+            skipped[1].reason
+        );
+
+        let strict = Loader::new(
+            files(&names, 8),
+            pre(8),
+            AugmentConfig::off(),
+            LoaderConfig {
+                strict: true,
+                ..cfg
+            },
+        )
+        .unwrap();
+        let results: Vec<Result<Batch>> = strict.epoch(0, &Device::Cpu).collect();
+        assert_eq!(results.len(), 1, "the epoch stops at the first error");
+        assert!(results[0]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("nope.jpg"));
+    }
+
+    #[test]
+    fn drop_last_and_early_drop() {
+        let l = Loader::new(
+            files(&MIXED, 8),
+            pre(8),
+            AugmentConfig::off(),
+            LoaderConfig {
+                batch_size: 4,
+                drop_last: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(l.batches(0).len(), 2);
+        // Dropping an epoch after one batch stops the workers (the test would hang otherwise).
+        let mut e = l.epoch(0, &Device::Cpu);
+        assert_eq!(e.next().unwrap().unwrap().images.dims(), &[4, 3, 8, 8]);
+        drop(e);
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        let e = Loader::new(
+            files(&MIXED, 8),
+            pre(16),
+            AugmentConfig::off(),
+            LoaderConfig::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("preprocessing"), "{e}");
+        let e = Loader::new(
+            files(&MIXED, 8),
+            pre(8),
+            AugmentConfig::off(),
+            LoaderConfig {
+                workers: 0,
+                ..Default::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("loader.workers"), "{e}");
+        let l = Loader::new(
+            files(&MIXED, 8),
+            pre(8),
+            AugmentConfig::off(),
+            LoaderConfig::default(),
+        )
+        .unwrap();
+        assert!(l.with_items(vec![9]).is_err());
+    }
+}

@@ -9,6 +9,7 @@ pub mod preprocess;
 pub mod image;
 pub mod augment;
 pub mod loader;
+pub mod cache;
 
 pub use labels::{Observation, CHEXPERT_FINDINGS, COMPETITION_TASKS, HIERARCHY};
 pub use record::{Dataset, DatasetKind, Projection, Record, Sex, Skip, View};

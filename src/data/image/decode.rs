@@ -201,3 +201,85 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<Gray> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::image::fixtures::{assert_matches, case};
+    use crate::data::image::Pixels;
+    use crate::data::preprocess::ResizeMode;
+
+    // Expected pixels: Pillow 13.0.0 (`Image.open(...)`, `.convert("L")`, `.draft(...)`),
+    // written by tests/fixtures/image/make_fixtures.py.
+    #[test]
+    fn jpeg_and_png_decode_like_pillow() {
+        for name in [
+            "gray_jpg",
+            "rgb_jpg",
+            "gray8_png",
+            "rgb8_png",
+            "rgba8_png",
+            "la8_png",
+            "gray16_png",
+        ] {
+            let c = case(name);
+            let img = decode_file(&c.file, None).unwrap();
+            assert_matches(&img, &c, name);
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_png_keeps_its_precision() {
+        let c = case("gray16_png");
+        let img = decode_file(&c.file, None).unwrap();
+        assert!(matches!(img.pixels, Pixels::F32(_)));
+        // Distinct 16-bit levels that 8 bits would merge stay distinct.
+        let mut v = img.to_f32();
+        v.sort_by(f32::total_cmp);
+        v.dedup();
+        assert!(v.len() > 256, "only {} levels", v.len());
+    }
+
+    #[test]
+    fn jpeg_reduced_scale_decode_matches_pillow_draft() {
+        // A 160x120 JPEG bound for a 40-px centre crop: 1/4 (40x30) would not cover the crop's
+        // 40-px short side, so 1/2 (80x60) is chosen, as Pillow's draft("L", (80, 60)) does.
+        let c = case("big_jpg_half");
+        let g = Geometry {
+            size: c.raw["crop"].as_u64().unwrap() as usize,
+            resize: ResizeMode::Crop,
+        };
+        let img = decode_file(&c.file, Some(&g)).unwrap();
+        assert_matches(&img, &c, "big_jpg_half");
+        // Pad needs only the long side: 1/4 (40x30) covers a 40-px padded input.
+        let pad = Geometry {
+            size: 40,
+            resize: ResizeMode::Pad,
+        };
+        let small = decode_file(&c.file, Some(&pad)).unwrap();
+        assert_eq!((small.width, small.height), (40, 30));
+        // Larger than the file: decoded at full size.
+        let big = Geometry {
+            size: 500,
+            resize: ResizeMode::Crop,
+        };
+        let full = decode_file(&c.file, Some(&big)).unwrap();
+        assert_eq!((full.width, full.height), (160, 120));
+    }
+
+    #[test]
+    fn bad_files_are_errors_not_panics() {
+        let p = Path::new("x.jpg");
+        let e = decode_bytes(b"hello", None, p).unwrap_err();
+        assert!(e.to_string().contains("not a JPEG, PNG or DICOM"), "{e}");
+        // A truncated JPEG and a truncated PNG.
+        let jpg = std::fs::read(case("gray_jpg").file).unwrap();
+        assert!(decode_bytes(&jpg[..jpg.len() / 3], None, p).is_err());
+        let png = std::fs::read(case("gray8_png").file).unwrap();
+        let e = decode_bytes(&png[..png.len() / 2], None, Path::new("y.png")).unwrap_err();
+        assert!(e.to_string().contains("y.png"), "{e}");
+        // Missing file: an I/O error naming the path.
+        let e = decode_file(Path::new("/nonexistent/z.png"), None).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/z.png"), "{e}");
+    }
+}

@@ -112,3 +112,26 @@ pub fn decode_dicom(bytes: &[u8], path: &Path) -> Result<Gray> {
         .collect();
     Gray::from_f32(w, h, out).ok_or_else(|| Error::image(path, "DICOM: pixel count mismatch"))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::data::image::decode_file;
+    use crate::data::image::fixtures::{assert_matches, case};
+
+    // Expected values: pydicom 3.0.2 `apply_voi_lut(apply_modality_lut(arr, ds), ds)` scaled from
+    // pydicom's output range to [0, 1] (MONOCHROME1 then inverted; no VOI: min-max), written by
+    // tests/fixtures/image/make_fixtures.py.
+    #[test]
+    fn dicom_luts_match_pydicom() {
+        for name in [
+            "mono1_window_dcm",
+            "mono2_sigmoid_dcm",
+            "mono2_signed_dcm",
+            "mono2_lut_dcm",
+        ] {
+            let c = case(name);
+            let img = decode_file(&c.file, None).unwrap();
+            assert_matches(&img, &c, name);
+        }
+    }
+}

@@ -155,3 +155,58 @@ fn place<T: Copy>(
         pixels: wrap(out),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::image::decode_file;
+    use crate::data::image::fixtures::{assert_matches, case};
+
+    // Expected pixels: Pillow 13.0.0 `resize((S, S), BILINEAR, box=centred square)` (crop),
+    // `resize((S, S), BILINEAR)` (stretch), and `resize` of the long side to S pasted centred on
+    // black (pad); tests/fixtures/image/make_fixtures.py. One level of rounding tolerance.
+    #[test]
+    fn fit_matches_pillow_bilinear() {
+        for name in ["fit_crop", "fit_stretch", "fit_pad", "fit_pad_tall"] {
+            let c = case(name);
+            let resize = match c.raw["resize"].as_str().unwrap() {
+                "crop" => ResizeMode::Crop,
+                "pad" => ResizeMode::Pad,
+                _ => ResizeMode::Stretch,
+            };
+            let g = Geometry {
+                size: c.raw["size"].as_u64().unwrap() as usize,
+                resize,
+            };
+            let img = decode_file(&c.file, None).unwrap();
+            let out = fit(&img, &g).unwrap();
+            assert_matches(&out, &c, name);
+        }
+    }
+
+    #[test]
+    fn float_images_fit_like_u8_ones() {
+        // The F32 path must place and filter exactly like the U8 path (up to u8 rounding).
+        let img = decode_file(&case("gray8_png").file, None).unwrap();
+        let f = Gray::from_f32(img.width, img.height, img.to_f32()).unwrap();
+        for resize in [ResizeMode::Crop, ResizeMode::Pad, ResizeMode::Stretch] {
+            let g = Geometry { size: 20, resize };
+            let a = fit(&img, &g).unwrap().to_f32();
+            let b = fit(&f, &g).unwrap().to_f32();
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(worst <= 1.0 / 255.0 + 1e-6, "{resize:?}: {worst}");
+        }
+    }
+
+    #[test]
+    fn image_at_input_size_is_not_resampled() {
+        let img = Gray::from_u8(3, 3, vec![0, 10, 20, 30, 40, 50, 60, 70, 80]).unwrap();
+        for resize in [ResizeMode::Crop, ResizeMode::Pad, ResizeMode::Stretch] {
+            assert_eq!(fit(&img, &Geometry { size: 3, resize }).unwrap(), img);
+        }
+    }
+}

@@ -92,3 +92,81 @@ pub fn luma8(r: u8, g: u8, b: u8) -> u8 {
 pub fn luma_f32(r: f32, g: f32, b: f32) -> f32 {
     0.299 * r + 0.587 * g + 0.114 * b
 }
+
+/// Test helpers: the committed fixtures of `tests/fixtures/image/` and their expected values.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::path::PathBuf;
+
+    use super::Gray;
+
+    /// Folder of the image fixtures.
+    pub fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/image")
+    }
+
+    /// One case of `expected.json` (made by `make_fixtures.py`).
+    pub struct Case {
+        pub file: PathBuf,
+        pub width: usize,
+        pub height: usize,
+        /// Expected samples in `[0, 1]`.
+        pub values: Vec<f32>,
+        /// Tolerance in the same units as `values`.
+        pub tol: f32,
+        pub raw: serde_json::Value,
+    }
+
+    pub fn case(name: &str) -> Case {
+        let text = std::fs::read_to_string(dir().join("expected.json")).expect("expected.json");
+        let all: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let c = all[name].clone();
+        let scale = if c["kind"] == "u8" { 1.0 / 255.0 } else { 1.0 };
+        Case {
+            file: dir().join(c["file"].as_str().expect("file")),
+            width: c["width"].as_u64().expect("width") as usize,
+            height: c["height"].as_u64().expect("height") as usize,
+            values: c["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| (v.as_f64().expect("number") * scale) as f32)
+                .collect(),
+            tol: (c["tol"].as_f64().expect("tol") * scale) as f32 + 1e-6,
+            raw: c,
+        }
+    }
+
+    /// Asserts `img` matches the case pixel for pixel within its tolerance (and on average
+    /// within `mean_tol` when the case has one); returns the largest difference.
+    pub fn assert_matches(img: &Gray, c: &Case, what: &str) -> f32 {
+        assert_eq!((img.width, img.height), (c.width, c.height), "{what}: size");
+        let got = img.to_f32();
+        let mut worst = 0.0f32;
+        let mut sum = 0.0f32;
+        for (i, (g, e)) in got.iter().zip(&c.values).enumerate() {
+            let d = (g - e).abs();
+            assert!(
+                d <= c.tol,
+                "{what}: pixel {i} (x {}, y {}) = {g}, expected {e} (tol {})",
+                i % c.width,
+                i / c.width,
+                c.tol
+            );
+            worst = worst.max(d);
+            sum += d;
+        }
+        let mean = sum / got.len().max(1) as f32;
+        if let Some(m) = c.raw["mean_tol"].as_f64() {
+            let m = m as f32
+                * if c.raw["kind"] == "u8" {
+                    1.0 / 255.0
+                } else {
+                    1.0
+                };
+            assert!(mean <= m, "{what}: mean |diff| {mean} > {m}");
+        }
+        eprintln!("{what}: max |diff| {worst:.6}, mean {mean:.6}");
+        worst
+    }
+}
