@@ -10,6 +10,7 @@ pub mod image;
 pub mod augment;
 pub mod loader;
 pub mod cache;
+pub mod bench;
 
 pub use labels::{Observation, CHEXPERT_FINDINGS, COMPETITION_TASKS, HIERARCHY};
 pub use record::{Dataset, DatasetKind, Projection, Record, Sex, Skip, View};
