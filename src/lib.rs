@@ -7,8 +7,8 @@
 //! optimizer; then evaluation, relabeling and head-only retraining. See `README.md` and
 //! `../shared/DESIGN.md` for the recipe.
 
-pub mod data;
 pub mod error;
 pub mod rng;
+pub mod data;
 
 pub use error::{Error, Result};

@@ -46,10 +46,7 @@ impl Table {
             bytes.drain(..3);
         }
         if std::str::from_utf8(&bytes).is_err() {
-            return Err(Error::input(
-                path,
-                "not UTF-8 text; is this really a CSV file?",
-            ));
+            return Err(Error::input(path, "not UTF-8 text; is this really a CSV file?"));
         }
         let rows = scan_rows(&bytes);
         let Some(header_row) = rows.first() else {
@@ -62,8 +59,7 @@ impl Table {
                 Width::Exact => r.fields == header_fields,
                 Width::TolerateTrailing => {
                     r.fields == header_fields
-                        || (r.fields > header_fields
-                            && r.trailing_empty >= r.fields - header_fields)
+                        || (r.fields > header_fields && r.trailing_empty >= r.fields - header_fields)
                         || (r.fields < header_fields && header_fields - r.fields <= 1)
                 }
             };
@@ -169,16 +165,15 @@ fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
     let mut field_len = 0usize;
     let mut trailing_empty = 0usize;
     let mut row_has_content = false;
-    let mut end_row =
-        |rows: &mut Vec<RowShape>, row_line: usize, fields: usize, te: usize, has: bool| {
-            if has {
-                rows.push(RowShape {
-                    line: row_line,
-                    fields,
-                    trailing_empty: te,
-                });
-            }
-        };
+    let mut end_row = |rows: &mut Vec<RowShape>, row_line: usize, fields: usize, te: usize, has: bool| {
+        if has {
+            rows.push(RowShape {
+                line: row_line,
+                fields,
+                trailing_empty: te,
+            });
+        }
+    };
     for &b in bytes {
         match b {
             b'"' => {
@@ -187,21 +182,13 @@ fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
                 row_has_content = true;
             }
             b',' if !in_quotes => {
-                trailing_empty = if field_len == 0 {
-                    trailing_empty + 1
-                } else {
-                    0
-                };
+                trailing_empty = if field_len == 0 { trailing_empty + 1 } else { 0 };
                 fields += 1;
                 field_len = 0;
                 row_has_content = true;
             }
             b'\n' if !in_quotes => {
-                let te = if field_len == 0 {
-                    trailing_empty + 1
-                } else {
-                    0
-                };
+                let te = if field_len == 0 { trailing_empty + 1 } else { 0 };
                 end_row(&mut rows, row_line, fields, te, row_has_content);
                 line += 1;
                 row_line = line;
@@ -218,11 +205,7 @@ fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
             }
         }
     }
-    let te = if field_len == 0 {
-        trailing_empty + 1
-    } else {
-        0
-    };
+    let te = if field_len == 0 { trailing_empty + 1 } else { 0 };
     end_row(&mut rows, row_line, fields, te, row_has_content);
     rows
 }

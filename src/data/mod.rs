@@ -1,11 +1,11 @@
 //! The data side: label vocabulary, readers for CheXpert / MIMIC-CXR / NIH ChestX-ray14,
 //! patient-level splits, the image pipeline and the noise lab.
 
-pub mod chexpert;
-pub mod csvio;
 pub mod labels;
-pub mod preprocess;
 pub mod record;
+pub mod csvio;
+pub mod chexpert;
+pub mod preprocess;
 pub mod synth;
 
 pub use labels::{Observation, CHEXPERT_FINDINGS, COMPETITION_TASKS, HIERARCHY};
