@@ -306,3 +306,120 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) ->
 pub fn csv_paths(layout: &Layout) -> [PathBuf; 4] {
     ["train.csv", "train_clean.csv", "valid.csv", "test.csv"].map(|n| layout.csv(n))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::chexpert;
+
+    fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((
+                        p.strip_prefix(dir).unwrap().to_path_buf(),
+                        fs::read(&p).unwrap(),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn same_seed_same_bytes_on_any_thread_count_and_chexpert_reader_reads_it() {
+        let cfg = SynthConfig {
+            lateral_fraction: 0.3,
+            ..SynthConfig::tiny(11)
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |name: &str, threads: usize| {
+            let out = tmp.path().join(name);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| generate(&cfg, &out, &|| {})).unwrap();
+            out
+        };
+        let a = run("a", 1);
+        let b = run("b", 2);
+        let (ta, tb) = (tree(&a.join(DIR_NAME)), tree(&b.join(DIR_NAME)));
+        assert_eq!(ta.len(), tb.len());
+        assert!(ta == tb, "outputs differ between 1 and 2 threads");
+        // Another seed gives other images.
+        let c = tmp.path().join("c");
+        generate(
+            &SynthConfig {
+                seed: 12,
+                ..cfg.clone()
+            },
+            &c,
+            &|| {},
+        )
+        .unwrap();
+        let tc = tree(&c.join(DIR_NAME));
+        let img = PathBuf::from("train/patient00001/study1/view1_frontal.jpg");
+        let find =
+            |t: &[(PathBuf, Vec<u8>)]| t.iter().find(|(p, _)| *p == img).map(|x| x.1.clone());
+        assert_ne!(find(&ta), find(&tc));
+
+        // The CheXpert reader takes every CSV; counts and images are where they should be.
+        let layout = chexpert::Layout::locate(&a).unwrap();
+        let [train, clean, valid, test] = csv_paths(&layout);
+        let train = chexpert::read(&train, &layout.root).unwrap();
+        let clean = chexpert::read(&clean, &layout.root).unwrap();
+        assert_eq!(train.records.len(), cfg.n_train);
+        assert_eq!(
+            chexpert::read(&valid, &layout.root).unwrap().records.len(),
+            cfg.n_valid
+        );
+        assert_eq!(
+            chexpert::read(&test, &layout.root).unwrap().records.len(),
+            cfg.n_test
+        );
+        let (fw, fh) = cfg.frontal_size();
+        for (i, r) in train.records.iter().enumerate() {
+            assert_eq!(r.path, clean.records[i].path);
+            let img = image::open(train.image_path(i)).unwrap();
+            let want = if r.view == Some(crate::data::View::Lateral) {
+                (64, 64)
+            } else {
+                (fw, fh)
+            };
+            assert_eq!((img.width(), img.height()), want, "{}", r.path);
+            assert_eq!(img.color(), image::ColorType::L8);
+            assert!(clean.records[i]
+                .labels
+                .iter()
+                .all(|o| matches!(o, Observation::Positive | Observation::Negative)));
+        }
+        assert!(train
+            .records
+            .iter()
+            .any(|r| r.labels.contains(&Observation::Uncertain)));
+        assert!(train
+            .records
+            .iter()
+            .any(|r| r.labels.contains(&Observation::Blank)));
+
+        // ensure() reuses the same config and refuses another one, naming the field.
+        assert!(matches!(
+            ensure(&cfg, &a, &|| {}).unwrap(),
+            Ensured::Reused(_)
+        ));
+        let other = SynthConfig {
+            n_test: 41,
+            ..cfg.clone()
+        };
+        let e = ensure(&other, &a, &|| {}).unwrap_err().to_string();
+        assert!(e.contains("synth.n_test"), "{e}");
+        assert!(generate(&cfg, &a, &|| {}).is_err());
+    }
+}

@@ -339,4 +339,86 @@ mod tests {
         let m = measure(&st, &noisy);
         assert!(m[j].miss_rate.unwrap() > 0.05);
     }
+
+    #[test]
+    fn realised_noise_rates_match_the_flags() {
+        // Non-default flags; each finding's realised rate must match its scaled target and the
+        // means over the 13 labelled findings must match the flags (binomial tolerance).
+        let noise = NoiseConfig {
+            uncertain_rate: 0.05,
+            miss_rate: 0.2,
+            false_negative_rate: 0.08,
+            false_positive_rate: 0.03,
+            negation_rate: 0.15,
+            faintness_slope: 3.0,
+        };
+        let cfg = SynthConfig {
+            noise: noise.clone(),
+            ..SynthConfig::default()
+        };
+        let st = sample_split(&cfg, Split::Train, 30_000, 1);
+        let m = measure(&st, &label_split(5, &noise, &st));
+        let close = |got: f64, want: f64, n: usize, what: &str| {
+            let se = (want * (1.0 - want) / n as f64).sqrt();
+            assert!(
+                (got - want).abs() <= 4.0 * se + 1e-3,
+                "{what}: got {got:.4}, want {want:.4} (n {n})"
+            );
+        };
+        let mut means = [0f64; 5];
+        for k in 0..13 {
+            let f = &m[k + 1];
+            let r = noise.rates(k);
+            let n = f.n_positive + f.n_negative;
+            close(
+                f.uncertain_rate,
+                r.uncertain,
+                n,
+                &format!("{} uncertain", f.finding),
+            );
+            let n_unc = f.counts[1];
+            close(
+                f.uncertain_ppv.unwrap(),
+                r.uncertain_ppv,
+                n_unc,
+                &format!("{} P(truth|-1)", f.finding),
+            );
+            let pos_rest =
+                f.n_positive - (f.uncertain_ppv.unwrap() * n_unc as f64).round() as usize;
+            close(
+                f.miss_rate.unwrap(),
+                r.miss,
+                pos_rest,
+                &format!("{} miss", f.finding),
+            );
+            close(
+                f.false_positive_rate.unwrap(),
+                r.false_positive,
+                f.n_negative / 2,
+                &format!("{} fp", f.finding),
+            );
+            means[0] += f.uncertain_rate / 13.0;
+            means[1] += f.miss_rate.unwrap() / 13.0;
+            means[2] += f.false_negative_rate.unwrap() / 13.0;
+            means[3] += f.false_positive_rate.unwrap() / 13.0;
+            means[4] += f.negation_rate.unwrap() / 13.0;
+        }
+        let flags = [
+            noise.uncertain_rate,
+            noise.miss_rate,
+            noise.false_negative_rate,
+            noise.false_positive_rate,
+            noise.negation_rate,
+        ];
+        for (got, want) in means.iter().zip(flags) {
+            assert!(
+                (got - want).abs() < 0.1 * want,
+                "mean rate {got:.4} vs flag {want:.4}"
+            );
+        }
+        // Blanks are mostly, not all, negatives.
+        let eff = &m[10];
+        let npv = eff.blank_npv.unwrap();
+        assert!(npv > 0.7 && npv < 0.99, "P(neg | blank) = {npv}");
+    }
 }
