@@ -102,6 +102,23 @@ impl Canvas {
         }
     }
 
+    /// Multiplies every pixel whose centre lies in the box `[x0, x1] × [y0, y1]` by `f(x, y)`.
+    pub fn mul(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, f: impl Fn(f32, f32) -> f32) {
+        let s = self.w as f32;
+        let c0 = ((x0 * s).floor().max(0.0) as usize).min(self.w);
+        let c1 = ((x1 * s).ceil().max(0.0) as usize).min(self.w);
+        let r0 = ((y0 * s).floor().max(0.0) as usize).min(self.h);
+        let r1 = ((y1 * s).ceil().max(0.0) as usize).min(self.h);
+        for r in r0..r1 {
+            let y = (r as f32 + 0.5) / s;
+            let row = &mut self.px[r * self.w..(r + 1) * self.w];
+            for (c, p) in row.iter_mut().enumerate().take(c1).skip(c0) {
+                let x = (c as f32 + 0.5) / s;
+                *p *= f(x, y);
+            }
+        }
+    }
+
     /// Adds `f` everywhere.
     pub fn add_all(&mut self, f: impl Fn(f32, f32) -> f32) {
         let h = self.height();

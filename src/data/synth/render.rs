@@ -2,30 +2,32 @@
 //! finding (scaled by its strength), look-alikes on some negatives, then exposure, blur and
 //! quantum noise.
 //!
-//! Cues, in order of difficulty at the 64 px training size (amplitudes in intensity units,
-//! sizes in image widths; `s` = strength, `m` = look-alike strength):
+//! Opacities are drawn as a loss of lung air (a *density* d in [0, 1]: 1 = soft tissue, the lung
+//! field's contrast is 0.32 intensity units); bone, metal and the pneumothorax rim are additive.
+//! Cues, roughly from easy to hard at the 64 px training size (sizes in image widths; `s` =
+//! strength, `m` = look-alike strength):
 //!
 //! | finding | cue | look-alike on negatives |
 //! |---|---|---|
 //! | Support Devices | bright tubes, lines, pacemaker, ECG leads (0.3 + 0.3 s) | button / jewellery disc |
 //! | Pleural Effusion | fluid at a lung base with a meniscus (height 0.03–0.15) | slightly blunted angle |
 //! | Cardiomegaly | heart 5–35 % wider (normal spread ±7 %; AP films +6 %) | larger normal heart |
-//! | Edema | bilateral perihilar haze + Kerley lines (0.15 s) | faint perihilar haze |
-//! | Consolidation | dense lobar patch with air bronchograms (0.22 s) | soft-tissue overlap |
+//! | Edema | bilateral perihilar haze + Kerley lines (d 0.15 + 0.35 s) | faint perihilar haze |
+//! | Consolidation | dense lobar patch with air bronchograms (d 0.25 + 0.6 s) | soft-tissue overlap |
 //! | Pneumothorax | dark pleural rim without markings + pleural line | skin fold line |
-//! | Atelectasis | raised hemidiaphragm + plate-like band (0.18 s) | thin scar line |
-//! | Lung Opacity | hazy patch (0.13 s); parents of children show the children's cues | breast shadow |
+//! | Atelectasis | raised hemidiaphragm (1–5 %) + plate-like band | thin scar line |
+//! | Lung Opacity | hazy patch (d 0.15 + 0.35 s); parents of children show the children's cues | breast shadow |
 //! | Enlarged Cardiomediastinum | upper mediastinum up to 70 % wider | rotation (15 %) |
-//! | Lung Lesion | small sharp nodule, 0.012–0.03 (0.22 s) | bilateral nipple shadows |
-//! | Pneumonia | patchy blobs clustered on the consolidation (0.10 s) | faint patches |
-//! | Pleural Other | thickened pleura along the lateral wall (0.14 s) | thin companion line |
-//! | Fracture | gap and step in one rib + callus (0.12 s) | healed callus |
+//! | Lung Lesion | small sharp nodule, radius 0.012–0.03 (d 0.3 + 0.7 s) | bilateral nipple shadows |
+//! | Pneumonia | patchy blobs clustered on the consolidation (d 0.15 + 0.35 s) | faint patches |
+//! | Pleural Other | thickened pleura along the lateral wall | thin companion line |
+//! | Fracture | gap and step in one rib + callus (0.04 + 0.08 s) | healed callus |
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::canvas::{Canvas, Ellipse};
+use super::canvas::{smoothstep, Canvas, Ellipse};
 use super::truth::{idx::*, purpose, study_rng, StudyTruth};
 use crate::data::record::Projection;
 
@@ -180,31 +182,76 @@ fn anatomy(seed: u64, st: &StudyTruth, lateral: bool, height: f32) -> Anatomy {
     }
 }
 
+/// Contrast between aerated lung and soft tissue (intensity units).
+const AIR_CONTRAST: f32 = 0.32;
+
+/// A film under construction: additive `tissue` (bone, devices, soft tissue) and the fraction of
+/// `air` left in each pixel of the lung fields. Opacities (fluid, consolidation, heart) *remove*
+/// air multiplicatively, so overlapping opacities saturate at soft-tissue density instead of
+/// adding up. Final intensity = `tissue - AIR_CONTRAST * air`.
+struct Film {
+    tissue: Canvas,
+    air: Canvas,
+}
+
+impl Film {
+    /// Removes the fraction `d(x, y)` in [0, 1] of the air in the box.
+    fn densify(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, d: impl Fn(f32, f32) -> f32) {
+        self.air
+            .mul(x0, y0, x1, y1, |x, y| 1.0 - d(x, y).clamp(0.0, 1.0));
+    }
+
+    fn densify_ellipse(&mut self, e: Ellipse, d: f32, edge: f32) {
+        let m = 1.0 + edge;
+        self.densify(
+            e.cx - e.rx * m,
+            e.cy - e.ry * m,
+            e.cx + e.rx * m,
+            e.cy + e.ry * m,
+            |x, y| d * e.mask(x, y, edge),
+        );
+    }
+
+    fn densify_gauss(&mut self, cx: f32, cy: f32, sx: f32, sy: f32, d: f32) {
+        self.densify(
+            cx - 3.0 * sx,
+            cy - 3.0 * sy,
+            cx + 3.0 * sx,
+            cy + 3.0 * sy,
+            |x, y| {
+                let (u, v) = ((x - cx) / sx, (y - cy) / sy);
+                d * (-0.5 * (u * u + v * v)).exp()
+            },
+        );
+    }
+
+    fn densify_line(&mut self, pts: &[(f32, f32)], ht: f32, d: f32) {
+        // Rasterise the line on a scratch canvas, then remove air under it.
+        let mut scratch = Canvas::new(self.air.w, self.air.h, 0.0);
+        scratch.polyline(pts, ht, 1.0, |_, _| 1.0);
+        for (a, l) in self.air.px.iter_mut().zip(&scratch.px) {
+            *a *= 1.0 - (d * l).clamp(0.0, 1.0);
+        }
+    }
+}
+
 /// Renders one image of a study (frontal or lateral) as 8-bit grayscale pixels, row-major.
 ///
 /// `w`×`h` in pixels. The result depends only on `(seed, study key, lateral, w, h)`.
 pub fn render(seed: u64, st: &StudyTruth, lateral: bool, w: usize, h: usize) -> Vec<u8> {
-    let mut c = Canvas::new(w, h, 0.05);
-    let mut a = anatomy(seed, st, lateral, c.height());
+    let mut f = Film {
+        tissue: Canvas::new(w, h, 0.05),
+        air: Canvas::new(w, h, 0.0),
+    };
+    let mut a = anatomy(seed, st, lateral, f.tissue.height());
     let view_key = if lateral { 1 << 20 } else { 0 };
-    let mut cr = study_rng(
-        seed,
-        st.split,
-        st.patient_in_split,
-        st.study_no | view_key,
-        purpose::CUES,
-    );
-    let mut tr = study_rng(
-        seed,
-        st.split,
-        st.patient_in_split,
-        st.study_no | view_key,
-        purpose::TEXTURE,
-    );
+    let key = st.study_no | view_key;
+    let mut cr = study_rng(seed, st.split, st.patient_in_split, key, purpose::CUES);
+    let mut tr = study_rng(seed, st.split, st.patient_in_split, key, purpose::TEXTURE);
 
     // Geometry changes first (they reshape the anatomy before it is drawn).
     let (s, m) = (st.strength, st.mimic);
-    let mut heart_scale = 1.0 + 0.15 * m[CARDIOMEGALY];
+    let mut heart_scale = 1.0 + 0.12 * m[CARDIOMEGALY];
     if st.own_cue[CARDIOMEGALY] {
         heart_scale = 1.05 + 0.30 * s[CARDIOMEGALY];
     }
@@ -221,9 +268,13 @@ pub fn render(seed: u64, st: &StudyTruth, lateral: bool, w: usize, h: usize) -> 
     }
     a.med.1 *= med_scale;
 
-    draw_base(&mut c, &a, &mut tr);
-    draw_cues(&mut c, &a, st, &mut cr);
+    draw_base(&mut f, &a, &mut tr);
+    draw_cues(&mut f, &a, st, &mut cr);
 
+    let mut c = f.tissue;
+    for (p, air) in c.px.iter_mut().zip(&f.air.px) {
+        *p -= AIR_CONTRAST * air;
+    }
     // Exposure, detector blur and quantum noise.
     let passes = (w / 160).max(1);
     c.blur(passes);
@@ -237,19 +288,23 @@ pub fn render(seed: u64, st: &StudyTruth, lateral: bool, w: usize, h: usize) -> 
     c.to_u8(gain, offset, gamma.clamp(0.7, 1.3))
 }
 
-fn draw_base(c: &mut Canvas, a: &Anatomy, r: &mut ChaCha8Rng) {
+fn draw_base(f: &mut Film, a: &Anatomy, r: &mut ChaCha8Rng) {
     let body = a.body;
-    c.ellipse(body, 0.48, 0.04, |_, _| 1.0);
-    if !a.lateral {
-        // neck and shoulders
-        c.add(0.38, 0.0, 0.62, 0.2, |x, y| {
-            0.35 * (1.0 - super::canvas::smoothstep(0.08, 0.12, (x - 0.5).abs()))
-                * (1.0 - super::canvas::smoothstep(0.1, 0.2, y))
-        });
-    }
+    let lateral = a.lateral;
+    let body_mask = move |x: f32, y: f32| {
+        let b = body.mask(x, y, 0.03);
+        if lateral {
+            return b;
+        }
+        // neck
+        let neck =
+            (1.0 - smoothstep(0.08, 0.1, (x - 0.5).abs())) * (1.0 - smoothstep(0.15, 0.2, y));
+        b.max(neck)
+    };
+    f.tissue.add_all(|x, y| 0.48 * body_mask(x, y));
     for lung in &a.lungs {
         let l = *lung;
-        c.ellipse(l.e, -0.30, 0.04, |_, _| 1.0);
+        f.air.ellipse(l.e, 1.0, 0.04, |_, _| 1.0);
     }
     let lungs = a.lungs.clone();
     let in_lungs = move |x: f32, y: f32| lungs.iter().map(|l| l.mask(x, y)).fold(0.0, f32::max);
@@ -268,31 +323,31 @@ fn draw_base(c: &mut Canvas, a: &Anatomy, r: &mut ChaCha8Rng) {
                 y += step * t.sin() * 1.3;
                 pts.push((x, y));
             }
-            let f = in_lungs.clone();
-            c.polyline(&pts, 0.004, 0.05, f);
+            f.tissue.polyline(&pts, 0.004, 0.05, in_lungs.clone());
         }
     }
-    // Upper mediastinum, spine, heart.
+    // Upper mediastinum (soft tissue between the lungs), heart, spine.
     let (mx, mw, mt, mb) = a.med;
     if !a.lateral {
-        c.add(mx - mw - 0.02, mt, mx + mw + 0.02, mb, |x, _| {
-            0.30 * (1.0 - super::canvas::smoothstep(mw - 0.01, mw + 0.01, (x - mx).abs()))
-        });
-        let h = c.height();
-        c.add(mx - 0.05, 0.0, mx + 0.05, h, |x, _| {
-            0.08 * (1.0 - super::canvas::smoothstep(0.03, 0.04, (x - mx).abs()))
-        });
-    } else {
-        let h = c.height();
-        c.add(0.72, 0.0, 0.86, h, |x, _| {
-            0.18 * (1.0 - super::canvas::smoothstep(0.05, 0.06, (x - 0.79).abs()))
+        f.densify(mx - mw - 0.02, mt - 0.02, mx + mw + 0.02, mb, |x, y| {
+            (1.0 - smoothstep(mw - 0.01, mw + 0.01, (x - mx).abs())) * smoothstep(mt - 0.02, mt, y)
         });
     }
-    c.ellipse(a.heart, 0.30, 0.05, |_, _| 1.0);
+    f.densify_ellipse(a.heart, 1.0, 0.05);
+    f.tissue.ellipse(a.heart, 0.03, 0.05, |_, _| 1.0);
+    let h = f.tissue.height();
+    let (sx, sw, amp) = if a.lateral {
+        (0.79, 0.055, 0.14)
+    } else {
+        (mx, 0.035, 0.08)
+    };
+    f.tissue
+        .add(sx - sw - 0.01, 0.0, sx + sw + 0.01, h, |x, y| {
+            amp * (1.0 - smoothstep(sw - 0.005, sw + 0.005, (x - sx).abs())) * body_mask(x, y)
+        });
     // Ribs and clavicles.
-    let body_mask = move |x: f32, y: f32| body.mask(x, y, 0.02);
     for rib in &a.ribs {
-        c.polyline(rib, 0.008, 0.07, body_mask);
+        f.tissue.polyline(rib, 0.008, 0.07, body_mask);
     }
     if !a.lateral {
         for lat in [-1.0f32, 1.0] {
@@ -301,7 +356,7 @@ fn draw_base(c: &mut Canvas, a: &Anatomy, r: &mut ChaCha8Rng) {
                 (0.5 + lat * 0.18, 0.12),
                 (0.5 + lat * 0.32, 0.11),
             ];
-            c.polyline(&pts, 0.012, 0.12, |_, _| 1.0);
+            f.tissue.polyline(&pts, 0.012, 0.12, |_, _| 1.0);
         }
     }
 }
@@ -312,7 +367,7 @@ fn pick(a: &Anatomy, r: &mut ChaCha8Rng) -> Lung {
     a.lungs[i]
 }
 
-fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
+fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
     let (s, m, own) = (st.strength, st.mimic, st.own_cue);
 
     // Pleural Effusion: fluid with a meniscus (higher laterally), one or both bases.
@@ -326,7 +381,7 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         for lung in a.lungs.iter().filter(|l| both || l.lat == first.lat) {
             let l = *lung;
             let level = l.bottom() - h;
-            c.add(
+            f.densify(
                 l.e.cx - l.e.rx,
                 level - h,
                 l.e.cx + l.e.rx,
@@ -334,7 +389,7 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
                 |x, y| {
                     let u = (((x - l.e.cx) * l.lat / l.e.rx) + 1.0) * 0.5; // 0 medial, 1 lateral
                     let ym = level - 0.8 * h * u * u;
-                    0.30 * l.mask(x, y) * super::canvas::smoothstep(ym - 0.006, ym + 0.006, y)
+                    smoothstep(ym - 0.006, ym + 0.006, y)
                 },
             );
         }
@@ -342,26 +397,19 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
 
     // Edema: bilateral perihilar haze + Kerley B lines at the lateral bases.
     if own[EDEMA] || m[EDEMA] > 0.0 {
-        let amp = if own[EDEMA] {
-            0.05 + 0.12 * s[EDEMA]
+        let d = if own[EDEMA] {
+            0.15 + 0.35 * s[EDEMA]
         } else {
-            0.05 * m[EDEMA]
+            0.15 * m[EDEMA]
         };
         for lung in &a.lungs {
             let l = *lung;
             let (hx, hy) = l.at(-0.4, 0.05);
-            c.gauss(hx, hy, l.e.rx * 0.55, l.e.ry * 0.45, amp, |x, y| {
-                l.mask(x, y)
-            });
+            f.densify_gauss(hx, hy, l.e.rx * 0.55, l.e.ry * 0.45, d);
             if own[EDEMA] {
                 for i in 0..4 {
                     let (x, y) = l.at(0.92, 0.45 + 0.1 * i as f32);
-                    c.polyline(
-                        &[(x, y), (x - l.lat * 0.035, y)],
-                        0.002,
-                        0.5 * amp,
-                        |xx, yy| l.mask(xx, yy),
-                    );
+                    f.densify_line(&[(x, y), (x - l.lat * 0.035, y)], 0.002, 0.8 * d);
                 }
             }
         }
@@ -379,44 +427,46 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
             ry: uniform(r, 0.04, 0.07),
         };
         if own[CONSOLIDATION] {
-            let amp = 0.06 + 0.18 * s[CONSOLIDATION];
-            c.ellipse(e, amp, 0.3, |xx, yy| l.mask(xx, yy));
+            let d = 0.25 + 0.6 * s[CONSOLIDATION];
+            f.densify_ellipse(e, d, 0.3);
             for _ in 0..2 {
                 let t = uniform(r, 0.0, std::f32::consts::TAU);
                 let pts = [(x, y), (x + 0.6 * e.rx * t.cos(), y + 0.6 * e.ry * t.sin())];
-                c.polyline(&pts, 0.003, -0.4 * amp, |_, _| 1.0);
+                f.tissue
+                    .polyline(&pts, 0.003, -0.3 * d * AIR_CONTRAST, move |xx, yy| {
+                        l.mask(xx, yy)
+                    });
             }
             cons_site = Some((l, e));
         } else {
-            c.ellipse(e, 0.06 * m[CONSOLIDATION], 0.6, |xx, yy| l.mask(xx, yy));
+            f.densify_ellipse(e, 0.2 * m[CONSOLIDATION], 0.6);
         }
     }
 
     // Pneumonia: patchy blobs clustered on the consolidation.
     if own[PNEUMONIA] || m[PNEUMONIA] > 0.0 {
-        let (l, e) = match cons_site {
-            Some(site) => site,
+        let e = match cons_site {
+            Some((_, e)) => e,
             None => {
                 let l = pick(a, r);
                 let (x, y) = l.at(uniform(r, -0.3, 0.6), uniform(r, -0.2, 0.6));
-                let e = Ellipse {
+                Ellipse {
                     cx: x,
                     cy: y,
                     rx: 0.06,
                     ry: 0.06,
-                };
-                (l, e)
+                }
             }
         };
-        let amp = if own[PNEUMONIA] {
-            0.04 + 0.10 * s[PNEUMONIA]
+        let d = if own[PNEUMONIA] {
+            0.15 + 0.35 * s[PNEUMONIA]
         } else {
-            0.04 * m[PNEUMONIA].max(0.2)
+            0.15 * m[PNEUMONIA].max(0.2)
         };
         for _ in 0..r.random_range(4..8) {
             let (x, y) = e.at(uniform(r, -1.3, 1.3), uniform(r, -1.3, 1.3));
             let sd = uniform(r, 0.008, 0.016);
-            c.gauss(x, y, sd, sd, amp, |xx, yy| l.mask(xx, yy));
+            f.densify_gauss(x, y, sd, sd, d);
         }
     }
 
@@ -426,34 +476,24 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         let (x, y) = l.at(uniform(r, -0.4, 0.5), uniform(r, 0.35, 0.65));
         let half = uniform(r, 0.04, 0.07);
         let tilt = uniform(r, -0.015, 0.015);
+        let band = [(x - half, y - tilt), (x + half, y + tilt)];
         if own[ATELECTASIS] {
-            let amp = 0.06 + 0.14 * s[ATELECTASIS];
-            c.polyline(
-                &[(x - half, y - tilt), (x + half, y + tilt)],
-                0.006,
-                amp,
-                |xx, yy| l.mask(xx, yy),
-            );
+            f.densify_line(&band, 0.006, 0.25 + 0.5 * s[ATELECTASIS]);
             let lift = 0.01 + 0.04 * s[ATELECTASIS];
             let raised = Ellipse {
                 cy: l.e.cy - lift,
                 ..l.e
             };
-            c.add(
+            let top = l.bottom() - 2.0 * lift - 0.05;
+            f.densify(
                 l.e.cx - l.e.rx,
-                l.bottom() - 2.0 * lift - 0.05,
+                top,
                 l.e.cx + l.e.rx,
                 l.bottom(),
-                |xx, yy| 0.28 * l.mask(xx, yy) * (1.0 - raised.mask(xx, yy, 0.04)),
+                |xx, yy| 1.0 - raised.mask(xx, yy, 0.04),
             );
         } else {
-            let amp = 0.07 * m[ATELECTASIS];
-            c.polyline(
-                &[(x - half, y - tilt), (x + half, y + tilt)],
-                0.003,
-                amp,
-                |xx, yy| l.mask(xx, yy),
-            );
+            f.densify_line(&band, 0.003, 0.25 * m[ATELECTASIS]);
         }
     }
 
@@ -462,21 +502,11 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         let l = pick(a, r);
         let (x, y) = l.at(uniform(r, -0.5, 0.6), uniform(r, -0.5, 0.6));
         let sd = uniform(r, 0.04, 0.07);
-        c.gauss(
-            x,
-            y,
-            sd,
-            sd * 1.2,
-            0.04 + 0.11 * s[LUNG_OPACITY],
-            |xx, yy| l.mask(xx, yy),
-        );
+        f.densify_gauss(x, y, sd, sd * 1.2, 0.15 + 0.35 * s[LUNG_OPACITY]);
     } else if m[LUNG_OPACITY] > 0.0 {
         for lung in &a.lungs {
-            let l = *lung;
-            let (x, y) = l.at(0.5, 0.75);
-            c.gauss(x, y, 0.08, 0.05, 0.06 * m[LUNG_OPACITY], |xx, yy| {
-                l.mask(xx, yy)
-            });
+            let (x, y) = lung.at(0.5, 0.75);
+            f.densify_gauss(x, y, 0.08, 0.05, 0.2 * m[LUNG_OPACITY]);
         }
     }
 
@@ -493,9 +523,7 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
                 rx: rad,
                 ry: rad,
             };
-            c.ellipse(e, 0.08 + 0.16 * s[LUNG_LESION], 0.15, |xx, yy| {
-                l.mask(xx, yy)
-            });
+            f.densify_ellipse(e, 0.3 + 0.7 * s[LUNG_LESION], 0.15);
         }
     } else if m[LUNG_LESION] > 0.0 && !a.lateral {
         let v = uniform(r, 0.45, 0.65);
@@ -507,12 +535,12 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
                 rx: 0.012,
                 ry: 0.012,
             };
-            c.ellipse(e, 0.12 * m[LUNG_LESION], 0.3, |_, _| 1.0);
+            f.densify_ellipse(e, 0.4 * m[LUNG_LESION], 0.3);
         }
     }
 
-    // Pneumothorax: dark apical-lateral rim (collapsed lung edge) + pleural line; look-alike:
-    // a skin fold line with no dark rim.
+    // Pneumothorax: dark apical-lateral rim (collapsed lung edge, no markings) + pleural line;
+    // look-alike: a skin fold line with no dark rim.
     if own[PNEUMOTHORAX] || m[PNEUMOTHORAX] > 0.0 {
         let l = pick(a, r);
         let d = if own[PNEUMOTHORAX] {
@@ -529,23 +557,22 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         let (x0, x1) = (l.e.cx - l.e.rx, l.e.cx + l.e.rx);
         let (y0, y1) = (l.e.cy - l.e.ry, l.e.cy + 0.3 * l.e.ry);
         let line = 0.004f32;
+        let pleural_line = move |x: f32, y: f32| {
+            let edge = (collapsed.r(x, y) - 1.0).abs() * collapsed.rx.min(collapsed.ry);
+            1.0 - smoothstep(line * 0.5, line * 1.5, edge)
+        };
         if own[PNEUMOTHORAX] {
-            let amp = 0.05 + 0.10 * s[PNEUMOTHORAX];
-            c.add(x0, y0, x1, y1, |x, y| {
+            let amp = 0.04 + 0.08 * s[PNEUMOTHORAX];
+            f.tissue.add(x0, y0, x1, y1, |x, y| {
                 let rim = l.mask(x, y) * (1.0 - collapsed.mask(x, y, 0.02));
-                let up = 1.0 - super::canvas::smoothstep(l.e.cy, l.e.cy + 0.3 * l.e.ry, y);
-                let edge = (collapsed.r(x, y) - 1.0).abs() * collapsed.rx.min(collapsed.ry);
-                let pl = 1.0 - super::canvas::smoothstep(line * 0.5, line * 1.5, edge);
-                up * (-amp * rim + 0.8 * amp * pl * l.mask(x, y))
+                let up = 1.0 - smoothstep(l.e.cy, l.e.cy + 0.3 * l.e.ry, y);
+                up * l.mask(x, y) * (-amp * rim + 0.8 * amp * pleural_line(x, y))
             });
         } else {
-            let amp = 0.06 * m[PNEUMOTHORAX];
-            c.add(x0, y0, x1, y1, |x, y| {
-                let up = 1.0 - super::canvas::smoothstep(l.e.cy - 0.3 * l.e.ry, l.e.cy, y);
-                let edge = (collapsed.r(x, y) - 1.0).abs() * collapsed.rx.min(collapsed.ry);
-                amp * up
-                    * (1.0 - super::canvas::smoothstep(line * 0.5, line * 1.5, edge))
-                    * l.mask(x, y)
+            let amp = 0.05 * m[PNEUMOTHORAX];
+            f.tissue.add(x0, y0, x1, y1, |x, y| {
+                let up = 1.0 - smoothstep(l.e.cy - 0.3 * l.e.ry, l.e.cy, y);
+                amp * up * pleural_line(x, y) * l.mask(x, y)
             });
         }
     }
@@ -564,18 +591,17 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
             })
             .collect();
         if own[PLEURAL_OTHER] {
-            c.polyline(
+            f.densify_line(
                 &pts,
                 0.006 + 0.006 * s[PLEURAL_OTHER],
-                0.05 + 0.10 * s[PLEURAL_OTHER],
-                |_, _| 1.0,
+                0.3 + 0.5 * s[PLEURAL_OTHER],
             );
         } else {
-            c.polyline(&pts, 0.0025, 0.05 * m[PLEURAL_OTHER], |_, _| 1.0);
+            f.densify_line(&pts, 0.0025, 0.3 * m[PLEURAL_OTHER]);
         }
     }
 
-    // Fracture: gap + step in one rib with callus; look-alike: healed callus only.
+    // Fracture: gap and step in one rib with callus; look-alike: healed callus only.
     if (own[FRACTURE] || m[FRACTURE] > 0.0) && !a.ribs.is_empty() {
         let rib = &a.ribs[r.random_range(0..a.ribs.len())];
         let t = r.random_range(3..rib.len() - 1);
@@ -586,28 +612,26 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         let (nx, ny) = (-dy / n, dx / n);
         if own[FRACTURE] {
             let amp = 0.04 + 0.08 * s[FRACTURE];
-            c.polyline(
-                &[
-                    (x - 0.012 * nx, y - 0.012 * ny),
-                    (x + 0.012 * nx, y + 0.012 * ny),
-                ],
-                0.003,
-                -amp,
-                |_, _| 1.0,
-            );
-            c.polyline(
+            let gap = [
+                (x - 0.012 * nx, y - 0.012 * ny),
+                (x + 0.012 * nx, y + 0.012 * ny),
+            ];
+            f.tissue.polyline(&gap, 0.003, -amp, |_, _| 1.0);
+            f.tissue.polyline(
                 &[(x, y + 0.006), (q.0, q.1 + 0.006)],
                 0.006,
                 0.7 * amp,
                 |_, _| 1.0,
             );
-            c.gauss(x, y, 0.008, 0.008, 0.8 * amp, |_, _| 1.0);
+            f.tissue.gauss(x, y, 0.008, 0.008, 0.8 * amp, |_, _| 1.0);
         } else {
-            c.gauss(x, y, 0.008, 0.008, 0.05 * m[FRACTURE], |_, _| 1.0);
+            f.tissue
+                .gauss(x, y, 0.008, 0.008, 0.05 * m[FRACTURE], |_, _| 1.0);
         }
     }
 
     // Support devices: tubes, lines, pacemaker, ECG leads; look-alike: a button or jewellery.
+    let c = &mut f.tissue;
     if own[SUPPORT_DEVICES] {
         let amp = 0.3 + 0.3 * s[SUPPORT_DEVICES];
         let mx = a.med.0;
@@ -660,12 +684,8 @@ fn draw_cues(c: &mut Canvas, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
                             ry: 0.014,
                         };
                         c.ellipse(e, amp, 0.2, |_, _| 1.0);
-                        c.polyline(
-                            &[(x, y), (x + uniform(r, -0.1, 0.1), y + 0.15)],
-                            0.002,
-                            amp * 0.6,
-                            |_, _| 1.0,
-                        );
+                        let wire = [(x, y), (x + uniform(r, -0.1, 0.1), y + 0.15)];
+                        c.polyline(&wire, 0.002, amp * 0.6, |_, _| 1.0);
                     }
                 }
             }
