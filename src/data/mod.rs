@@ -20,6 +20,7 @@ pub mod augment;
 pub mod loader;
 pub mod cache;
 pub mod bench;
+pub mod synth;
 
 pub use labels::{Observation, CHEXPERT_FINDINGS, COMPETITION_TASKS, HIERARCHY};
 pub use record::{Dataset, DatasetKind, Projection, Record, Sex, Skip, View};
