@@ -10,5 +10,6 @@
 pub mod error;
 pub mod rng;
 pub mod data;
+pub mod eval;
 
 pub use error::{Error, Result};

@@ -144,7 +144,7 @@ impl Table {
 
     /// Text of column `name` as a `Vec` of `&str` (empty cells as `""`).
     pub fn texts(&self, name: &str) -> Result<Vec<&str>> {
-        Ok(self.col(name)?.into_iter().map(|c| c.unwrap_or("")).collect())
+        Ok(self.col(name)?.iter().map(|c| c.unwrap_or("")).collect())
     }
 }
 
