@@ -7,40 +7,69 @@
 //! differ (a programming error, not bad input). Scores must not be NaN
 //! ([`super::Predictions::validate`] guarantees this).
 
-use std::cmp::Ordering;
-
-/// Indices of `scores` sorted ascending (NaN-free input; `total_cmp` keeps it total).
-fn order_ascending(scores: &[f64]) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    idx.sort_unstable_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize]));
-    idx
+/// `(score, label)` pairs sorted ascending by score (NaN-free input; `total_cmp` keeps the
+/// order total).
+fn sorted_pairs(scores: &[f64], labels: &[bool]) -> Vec<(f64, bool)> {
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "scores and labels must have the same length"
+    );
+    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    v.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    v
 }
 
-/// Visits the tie blocks of `idx` (sorted by score) as `(n_pos, n_neg, score)`.
-fn tie_blocks(scores: &[f64], labels: &[bool], idx: &[u32], mut visit: impl FnMut(u64, u64, f64)) {
+/// Tie blocks of ascending `sorted`, as `(n_pos, n_neg, score)`, in ascending order.
+fn tie_blocks(sorted: &[(f64, bool)]) -> Vec<(u64, u64, f64)> {
+    let mut out = Vec::new();
     let mut s = 0;
-    while s < idx.len() {
-        let v = scores[idx[s] as usize];
-        let mut e = s;
-        let (mut p, mut n) = (0u64, 0u64);
-        while e < idx.len() && scores[idx[e] as usize].total_cmp(&v) == Ordering::Equal {
-            if labels[idx[e] as usize] {
+    while s < sorted.len() {
+        let v = sorted[s].0;
+        let (mut p, mut n, mut e) = (0u64, 0u64, s);
+        while e < sorted.len() && sorted[e].0.total_cmp(&v).is_eq() {
+            if sorted[e].1 {
                 p += 1;
             } else {
                 n += 1;
             }
             e += 1;
         }
-        visit(p, n, v);
+        out.push((p, n, v));
         s = e;
     }
+    out
 }
 
-fn check_len(scores: usize, labels: usize) {
-    assert_eq!(
-        scores, labels,
-        "scores and labels must have the same length"
-    );
+fn auroc_blocks(blocks: &[(u64, u64, f64)]) -> Option<f64> {
+    // Twice the Mann-Whitney U statistic, in integers: exact.
+    let (mut u2, mut neg_below, mut n_pos) = (0u128, 0u64, 0u64);
+    for &(p, n, _) in blocks {
+        u2 += p as u128 * (2 * neg_below + n) as u128;
+        neg_below += n;
+        n_pos += p;
+    }
+    if n_pos == 0 || neg_below == 0 {
+        return None;
+    }
+    Some(u2 as f64 / (2.0 * n_pos as f64 * neg_below as f64))
+}
+
+fn ap_blocks(blocks: &[(u64, u64, f64)]) -> Option<f64> {
+    let n_pos: u64 = blocks.iter().map(|b| b.0).sum();
+    if n_pos == 0 {
+        return None;
+    }
+    let (mut tp, mut fp, mut ap, mut prev_recall) = (0u64, 0u64, 0.0f64, 0.0f64);
+    for &(p, n, _) in blocks.iter().rev() {
+        tp += p;
+        fp += n;
+        let recall = tp as f64 / n_pos as f64;
+        let precision = tp as f64 / (tp + fp) as f64;
+        ap += (recall - prev_recall) * precision;
+        prev_recall = recall;
+    }
+    Some(ap)
 }
 
 /// AUROC = P(score of a random positive > score of a random negative) + ½ P(equal): the
@@ -50,19 +79,7 @@ fn check_len(scores: usize, labels: usize) {
 /// # Shapes
 /// `scores`, `labels`: `[M]`.
 pub fn auroc(scores: &[f64], labels: &[bool]) -> Option<f64> {
-    check_len(scores.len(), labels.len());
-    let idx = order_ascending(scores);
-    // Twice the U statistic, in integers: exact for any M below 2^31.
-    let (mut u2, mut neg_below, mut n_pos) = (0u128, 0u64, 0u64);
-    tie_blocks(scores, labels, &idx, |p, n, _| {
-        u2 += p as u128 * (2 * neg_below + n) as u128;
-        neg_below += n;
-        n_pos += p;
-    });
-    if n_pos == 0 || neg_below == 0 {
-        return None;
-    }
-    Some(u2 as f64 / (2.0 * n_pos as f64 * neg_below as f64))
+    auroc_blocks(&tie_blocks(&sorted_pairs(scores, labels)))
 }
 
 /// Average precision as scikit-learn's `average_precision_score` computes it: the sum over
@@ -72,23 +89,13 @@ pub fn auroc(scores: &[f64], labels: &[bool]) -> Option<f64> {
 /// # Shapes
 /// `scores`, `labels`: `[M]`.
 pub fn average_precision(scores: &[f64], labels: &[bool]) -> Option<f64> {
-    check_len(scores.len(), labels.len());
-    let mut idx = order_ascending(scores);
-    idx.reverse();
-    let n_pos = labels.iter().filter(|&&l| l).count() as f64;
-    if n_pos == 0.0 {
-        return None;
-    }
-    let (mut tp, mut fp, mut ap, mut prev_recall) = (0u64, 0u64, 0.0f64, 0.0f64);
-    tie_blocks(scores, labels, &idx, |p, n, _| {
-        tp += p;
-        fp += n;
-        let recall = tp as f64 / n_pos;
-        let precision = tp as f64 / (tp + fp) as f64;
-        ap += (recall - prev_recall) * precision;
-        prev_recall = recall;
-    });
-    Some(ap)
+    ap_blocks(&tie_blocks(&sorted_pairs(scores, labels)))
+}
+
+/// [`auroc`] and [`average_precision`] from a single sort.
+pub fn auroc_and_ap(scores: &[f64], labels: &[bool]) -> (Option<f64>, Option<f64>) {
+    let blocks = tie_blocks(&sorted_pairs(scores, labels));
+    (auroc_blocks(&blocks), ap_blocks(&blocks))
 }
 
 /// Points of the ROC curve, one per distinct score (high to low), starting at (0, 0).
@@ -106,27 +113,25 @@ pub struct RocCurve {
 /// The ROC curve (scikit-learn's `roc_curve(..., drop_intermediate=False)` points, with
 /// `+inf` as the first threshold). `None` when only one class is present.
 pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Option<RocCurve> {
-    check_len(scores.len(), labels.len());
-    let n_pos = labels.iter().filter(|&&l| l).count() as f64;
-    let n_neg = labels.len() as f64 - n_pos;
+    let blocks = tie_blocks(&sorted_pairs(scores, labels));
+    let n_pos = blocks.iter().map(|b| b.0).sum::<u64>() as f64;
+    let n_neg = blocks.iter().map(|b| b.1).sum::<u64>() as f64;
     if n_pos == 0.0 || n_neg == 0.0 {
         return None;
     }
-    let mut idx = order_ascending(scores);
-    idx.reverse();
     let mut c = RocCurve {
         fpr: vec![0.0],
         tpr: vec![0.0],
         thresholds: vec![f64::INFINITY],
     };
     let (mut tp, mut fp) = (0u64, 0u64);
-    tie_blocks(scores, labels, &idx, |p, n, v| {
+    for &(p, n, v) in blocks.iter().rev() {
         tp += p;
         fp += n;
         c.fpr.push(fp as f64 / n_neg);
         c.tpr.push(tp as f64 / n_pos);
         c.thresholds.push(v);
-    });
+    }
     Some(c)
 }
 
@@ -152,6 +157,13 @@ mod tests {
                 }
                 None => assert_eq!(got, None, "{}: AUROC must be undefined", c.name),
             }
+            assert_eq!(
+                auroc_and_ap(&c.scores, &c.labels),
+                (
+                    auroc(&c.scores, &c.labels),
+                    average_precision(&c.scores, &c.labels)
+                )
+            );
             let got = average_precision(&c.scores, &c.labels);
             match c.ap {
                 Some(want) => {

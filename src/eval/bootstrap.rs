@@ -118,8 +118,15 @@ pub fn draw_counts(seed: u64, b: u64, counts: &mut [u32]) {
         return;
     }
     let mut rng = keyed(seed, Stream::Bootstrap, b, 0);
-    for _ in 0..n {
-        counts[rng.random_range(0..n)] += 1;
+    if let Ok(n32) = u32::try_from(n) {
+        // 32-bit draws: half the generator output of 64-bit ones.
+        for _ in 0..n {
+            counts[rng.random_range(0..n32) as usize] += 1;
+        }
+    } else {
+        for _ in 0..n {
+            counts[rng.random_range(0..n)] += 1;
+        }
     }
 }
 
@@ -132,87 +139,161 @@ pub enum Resamples<'a> {
     Explicit(&'a [Vec<u32>]),
 }
 
-/// AUROC of every finding of every model on every resample.
-///
-/// All models must hold the same rows (checked). Returns `[B][models][K]`, `None` where a
-/// finding is undefined in a resample.
+/// Models sorted once per finding, ready to be evaluated on any number of resamples.
+pub struct Engine {
+    /// `[models][K]`.
+    ranked: Vec<Vec<RankedAuroc>>,
+    n_studies: usize,
+    max_rows_per_study: u64,
+}
+
+impl Engine {
+    /// Sorts every finding of every model (in parallel). All models must hold the same rows
+    /// (checked).
+    pub fn new(models: &[&Predictions]) -> Result<Engine> {
+        let Some(first) = models.first() else {
+            return Err(Error::Other("bootstrap: no predictions given".into()));
+        };
+        for m in &models[1..] {
+            first.check_same_rows(m, "bootstrap")?;
+        }
+        let (groups, n_studies) = first.study_index();
+        let mut rows_per_study = vec![0u64; n_studies];
+        for &g in &groups {
+            rows_per_study[g as usize] += 1;
+        }
+        let k = first.n_findings();
+        let ranked = models
+            .iter()
+            .map(|m| {
+                (0..k)
+                    .into_par_iter()
+                    .map(|j| {
+                        let c = m.column(j);
+                        let g: Vec<u32> = c.rows.iter().map(|&r| groups[r]).collect();
+                        RankedAuroc::new(&c.scores, &c.labels, &g)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Engine {
+            ranked,
+            n_studies,
+            max_rows_per_study: rows_per_study.iter().copied().max().unwrap_or(0),
+        })
+    }
+
+    /// Number of distinct studies.
+    pub fn n_studies(&self) -> usize {
+        self.n_studies
+    }
+
+    fn eval<W: Copy + Into<u64>>(&self, w: &[W]) -> Vec<Vec<Option<f64>>> {
+        self.ranked
+            .iter()
+            .map(|fs| fs.iter().map(|r| r.auroc(w)).collect())
+            .collect()
+    }
+
+    /// AUROC on the full set, `[models][K]` (every study weight 1).
+    pub fn point(&self) -> Vec<Vec<Option<f64>>> {
+        self.eval(&vec![1u8; self.n_studies])
+    }
+
+    /// AUROC of every finding of every model on every resample: `[B][models][K]`, `None`
+    /// where a finding is undefined in a resample.
+    pub fn resample_aurocs(&self, resamples: Resamples) -> Result<Vec<Vec<Vec<Option<f64>>>>> {
+        let n_studies = self.n_studies;
+        // Row weights are summed in u32: bound the largest possible total.
+        let max_draws = match resamples {
+            Resamples::Seeded { .. } => n_studies as u64,
+            Resamples::Explicit(c) => {
+                for (b, v) in c.iter().enumerate() {
+                    if v.len() != n_studies {
+                        return Err(Error::Other(format!(
+                            "bootstrap: resample {b} has {} study counts but the set has \
+                             {n_studies} studies",
+                            v.len()
+                        )));
+                    }
+                }
+                c.iter()
+                    .map(|v| v.iter().map(|&x| x as u64).sum::<u64>())
+                    .max()
+                    .unwrap_or(0)
+            }
+        };
+        if max_draws.saturating_mul(self.max_rows_per_study) > u32::MAX as u64 {
+            return Err(Error::Other(format!(
+                "bootstrap: {max_draws} draws x {} rows per study overflows the 32-bit weight \
+                 sums; aggregate to study level first",
+                self.max_rows_per_study
+            )));
+        }
+        Ok(match resamples {
+            Resamples::Seeded { seed, n } => {
+                let batches: Vec<Vec<_>> = (0..n.div_ceil(LANES))
+                    .into_par_iter()
+                    .map_init(
+                        || (vec![0u32; n_studies], vec![[0u8; LANES]; n_studies]),
+                        |(w, w8), batch| {
+                            let lanes = LANES.min(n - batch * LANES);
+                            let mut wide = [false; LANES];
+                            for r in 0..LANES {
+                                if r < lanes {
+                                    draw_counts(seed, (batch * LANES + r) as u64, w);
+                                } else {
+                                    w.fill(0); // unused lane of the last batch
+                                }
+                                for (d, &c) in w8.iter_mut().zip(w.iter()) {
+                                    d[r] = c.min(u8::MAX as u32) as u8;
+                                }
+                                wide[r] = w.iter().any(|&c| c > u8::MAX as u32);
+                            }
+                            let fast = self.eval_batch(w8);
+                            (0..lanes)
+                                .map(|r| {
+                                    if !wide[r] {
+                                        fast.iter()
+                                            .map(|m| m.iter().map(|a| a[r]).collect())
+                                            .collect()
+                                    } else {
+                                        // A study drawn more than 255 times (tiny sets only):
+                                        // redraw this resample and take the 32-bit path.
+                                        draw_counts(seed, (batch * LANES + r) as u64, w);
+                                        self.eval(w)
+                                    }
+                                })
+                                .collect()
+                        },
+                    )
+                    .collect();
+                batches.into_iter().flatten().collect()
+            }
+            Resamples::Explicit(c) => c.par_iter().map(|w| self.eval(w)).collect(),
+        })
+    }
+
+    /// AUROC of every model and finding for `LANES` resamples of byte weights `w[study][r]`.
+    fn eval_batch(&self, w: &[[u8; LANES]]) -> Vec<Vec<[Option<f64>; LANES]>> {
+        self.ranked
+            .iter()
+            .map(|fs| fs.iter().map(|r| r.auroc_batch(w)).collect())
+            .collect()
+    }
+}
+
+/// Resamples evaluated together in one pass over each finding's sorted rows (measured: 4
+/// beats 1 by 2.4x and 8 by ~10% on this machine).
+const LANES: usize = 4;
+
+/// AUROC of every finding of every model on every resample (see
+/// [`Engine::resample_aurocs`]).
 pub fn resample_aurocs(
     models: &[&Predictions],
     resamples: Resamples,
 ) -> Result<Vec<Vec<Vec<Option<f64>>>>> {
-    let Some(first) = models.first() else {
-        return Err(Error::Other("bootstrap: no predictions given".into()));
-    };
-    for m in &models[1..] {
-        first.check_same_rows(m, "bootstrap")?;
-    }
-    let (groups, n_studies) = first.study_index();
-    // Row weights are summed in u32: bound the largest possible total.
-    let mut rows_per_study = vec![0u64; n_studies];
-    for &g in &groups {
-        rows_per_study[g as usize] += 1;
-    }
-    let max_rows = rows_per_study.iter().copied().max().unwrap_or(0);
-    let max_draws = match resamples {
-        Resamples::Seeded { .. } => n_studies as u64,
-        Resamples::Explicit(c) => {
-            for (b, v) in c.iter().enumerate() {
-                if v.len() != n_studies {
-                    return Err(Error::Other(format!(
-                        "bootstrap: resample {b} has {} study counts but the set has {n_studies} studies",
-                        v.len()
-                    )));
-                }
-            }
-            c.iter()
-                .map(|v| v.iter().map(|&x| x as u64).sum::<u64>())
-                .max()
-                .unwrap_or(0)
-        }
-    };
-    if max_draws.saturating_mul(max_rows) > u32::MAX as u64 {
-        return Err(Error::Other(format!(
-            "bootstrap: {max_draws} draws x {max_rows} rows per study overflows the 32-bit \
-             weight sums; aggregate to study level first"
-        )));
-    }
-    let k = first.n_findings();
-    let ranked: Vec<Vec<RankedAuroc>> = models
-        .iter()
-        .map(|m| {
-            (0..k)
-                .into_par_iter()
-                .map(|j| {
-                    let c = m.column(j);
-                    let g: Vec<u32> = c.rows.iter().map(|&r| groups[r]).collect();
-                    RankedAuroc::new(&c.scores, &c.labels, &g)
-                })
-                .collect()
-        })
-        .collect();
-    let eval = |w: &[u32], cum: &mut Vec<u32>| -> Vec<Vec<Option<f64>>> {
-        ranked
-            .iter()
-            .map(|fs| fs.iter().map(|r| r.auroc(w, cum)).collect())
-            .collect()
-    };
-    let out = match resamples {
-        Resamples::Seeded { seed, n } => (0..n as u64)
-            .into_par_iter()
-            .map_init(
-                || (vec![0u32; n_studies], Vec::new()),
-                |(w, cum), b| {
-                    draw_counts(seed, b, w);
-                    eval(w, cum)
-                },
-            )
-            .collect(),
-        Resamples::Explicit(c) => c
-            .par_iter()
-            .map_init(Vec::new, |cum, w| eval(w, cum))
-            .collect(),
-    };
-    Ok(out)
+    Engine::new(models)?.resample_aurocs(resamples)
 }
 
 /// Confidence interval of one finding's AUROC.
@@ -244,14 +325,10 @@ pub fn cis_from(
     config: &BootstrapConfig,
 ) -> Result<BootstrapCis> {
     config.validate()?;
-    let all = resample_aurocs(&[p], resamples)?;
+    let engine = Engine::new(&[p])?;
+    let all = engine.resample_aurocs(resamples)?;
     let k = p.n_findings();
-    let point: Vec<Option<f64>> = (0..k)
-        .map(|j| {
-            let c = p.column(j);
-            super::auroc::auroc(&c.scores, &c.labels)
-        })
-        .collect();
+    let point = engine.point().swap_remove(0);
     let (comp_idx, all_idx, _, _) = mean_covers(&p.findings, &point);
     let per_finding = (0..k)
         .map(|j| FindingCi {
@@ -268,7 +345,7 @@ pub fn cis_from(
     };
     Ok(BootstrapCis {
         config: config.clone(),
-        n_studies: p.study_index().1,
+        n_studies: engine.n_studies(),
         per_finding,
         mean_competition: mean_ci(&comp_idx),
         mean_all: mean_ci(&all_idx),
@@ -311,6 +388,7 @@ pub(crate) mod tests {
         pub per_finding_a: Vec<Option<Ci>>,
         pub mean_comp_a: Ci,
         pub mean_all_a: Ci,
+        #[allow(dead_code)] // read by compare.rs tests
         pub diff_comp_a_minus_b: Ci,
     }
 
@@ -440,6 +518,26 @@ pub(crate) mod tests {
         for (m, w) in s.per_finding.iter().zip(&f.point_a) {
             assert!(close(m.auroc.unwrap(), w.unwrap()));
         }
+    }
+
+    #[test]
+    fn batched_byte_path_equals_explicit_u32_path() {
+        // Seeded resamples go through the 4-lane byte-weight pass; explicit ones through the
+        // plain 32-bit pass. Same counts must give identical AUROCs (7: a partial last batch).
+        let f = fixture();
+        let (a, b, _) = fixture_sets(&f);
+        let n_studies = a.study_index().1;
+        let counts: Vec<Vec<u32>> = (0..7)
+            .map(|r| {
+                let mut c = vec![0u32; n_studies];
+                draw_counts(5, r, &mut c);
+                c
+            })
+            .collect();
+        let seeded = resample_aurocs(&[&a, &b], Resamples::Seeded { seed: 5, n: 7 }).unwrap();
+        let explicit = resample_aurocs(&[&a, &b], Resamples::Explicit(&counts)).unwrap();
+        assert_eq!(seeded.len(), 7);
+        assert_eq!(seeded, explicit);
     }
 
     #[test]

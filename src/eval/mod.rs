@@ -6,6 +6,7 @@
 //! `train` (per-epoch validation) and `noisycxr eval` share it.
 
 pub mod auroc;
+pub mod bench;
 pub mod bootstrap;
 pub mod predictions;
 pub mod ranked;

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::auroc::{auroc, average_precision};
+use rayon::prelude::*;
+
+use super::auroc::auroc_and_ap;
 use super::predictions::Predictions;
 use crate::data::COMPETITION_TASKS;
 
@@ -97,12 +99,14 @@ pub fn mean_covers(
 /// Computes the per-finding table and both means.
 pub fn summarize(p: &Predictions) -> Summary {
     let per_finding: Vec<FindingMetrics> = (0..p.n_findings())
+        .into_par_iter()
         .map(|k| {
             let c = p.column(k);
+            let (auroc, ap) = auroc_and_ap(&c.scores, &c.labels);
             FindingMetrics {
                 finding: p.findings[k].clone(),
-                auroc: auroc(&c.scores, &c.labels),
-                ap: average_precision(&c.scores, &c.labels),
+                auroc,
+                ap,
                 n_pos: c.n_pos(),
                 n_neg: c.n_neg(),
                 n_unlabelled: p.n_rows() - c.labels.len(),
