@@ -17,5 +17,6 @@ pub mod optim;
 pub mod provenance;
 pub mod rng;
 pub mod model;
+pub mod eval;
 
 pub use error::{Error, Result};
