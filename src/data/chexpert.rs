@@ -34,9 +34,11 @@ impl Filters {
             let mut keep = Vec::new();
             for p in &self.projections {
                 match Projection::parse(p) {
-                    Some(Projection::Other) | None => return Err(Error::Config(format!(
+                    Some(Projection::Other) | None => {
+                        return Err(Error::Config(format!(
                         "data.filters.projections: unknown projection {p:?}; use AP, PA, LL or RL"
-                    ))),
+                    )))
+                    }
                     Some(q) => keep.push(q),
                 }
             }
