@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod loss;
+pub mod noise;
 pub mod provenance;
 pub mod rng;
 

@@ -164,7 +164,8 @@ pub fn chestxray8_weights(targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
     Ok(w.detach())
 }
 
-/// `f32` copy of a tensor, flattened (host side; for tests and small reductions).
+/// `f32` copy of a tensor, flattened (host side; for tests).
+#[cfg(test)]
 pub(crate) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
