@@ -311,4 +311,21 @@ mod tests {
         assert_close(&w, &want, 1e-6, "chestxray8");
         Ok(())
     }
+
+    /// dtype follows the logits: f64 logits with f32 targets, mask and pos_weight work and
+    /// agree with the f32 computation.
+    #[test]
+    fn dtype_follows_the_logits() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[100f32, -2.5, 0.3], [-100.0, 1.0, 0.0]], &dev)?;
+        let t = Tensor::new(&[[0f32, 1.0, 0.5], [0.0, 0.0, 1.0]], &dev)?;
+        let p = Tensor::new(&[2f32, 1.0, 0.5], &dev)?;
+        let a = bce_with_logits(&x, &t, Some(&p))?;
+        let b = bce_with_logits(&x.to_dtype(DType::F64)?, &t, Some(&p))?;
+        assert_eq!(b.dtype(), DType::F64);
+        assert_close(&host_f32(&a)?, &host_f32(&b)?, 1e-6, "f64 vs f32");
+        let r = reduce(&b, &t.ones_like()?, Some(&t))?;
+        assert_eq!(r.dtype(), DType::F64);
+        Ok(())
+    }
 }

@@ -370,4 +370,39 @@ mod tests {
         assert!(e.contains("[N, 6]"), "{e}");
         assert!(l.probabilities(&x).is_err());
     }
+
+    /// An all-U-MultiClass head against PyTorch (`tests/fixtures/loss/cross_entropy.json`:
+    /// `F.cross_entropy` with probability targets per finding, and
+    /// `torch.sigmoid(z[..., 1] - z[..., 0])` for the reported probability).
+    #[test]
+    fn multiclass_head_matches_pytorch_fixture() -> Result<()> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/loss/cross_entropy.json");
+        let f: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).expect("fixture")).unwrap();
+        fn flat(v: &serde_json::Value) -> Vec<f32> {
+            match v {
+                serde_json::Value::Array(a) => a.iter().flat_map(flat).collect(),
+                n => vec![n.as_f64().unwrap() as f32],
+            }
+        }
+        let dev = Device::Cpu;
+        let l = HeadLayout::new(vec![OutputKind::MultiClass; 3]);
+        let z = Tensor::from_vec(flat(&f["logits"]), (4, 9), &dev)?;
+        let t = Tensor::from_vec(flat(&f["targets"]), (4, 9), &dev)?;
+        let checks = [
+            (host_f32(&l.loss(&z, &t, None)?)?, flat(&f["loss"])),
+            (host_f32(&l.probabilities(&z)?)?, flat(&f["prob_positive"])),
+        ];
+        for (got, want) in checks {
+            assert_eq!(got.len(), 12);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{got:?} vs {want:?}"
+                );
+            }
+        }
+        Ok(())
+    }
 }
