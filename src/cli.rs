@@ -51,7 +51,7 @@ impl Common {
     pub fn resolve(&self) -> Result<Config> {
         let mut cfg = match &self.config {
             Some(p) => Config::from_file(p)?,
-            None => Config::default(),
+            None => Config::embedded(),
         };
         self.apply(&mut cfg);
         cfg.validate()?;

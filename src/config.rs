@@ -69,15 +69,15 @@ impl Default for DataConfig {
             csv: None,
             images: None,
             train_csv: "train.csv".into(),
-            tune_csv: Some("valid.csv".into()),
+            tune_csv: None,
             tune_fraction: 0.1,
-            test_csv: Some("test.csv".into()),
+            test_csv: None,
             filters: Filters {
                 frontal_only: true,
                 projections: Vec::new(),
             },
             strict: false,
-            synth_if_missing: true,
+            synth_if_missing: false,
         }
     }
 }
@@ -132,7 +132,15 @@ impl Default for Config {
     }
 }
 
+/// The embedded default configuration (`configs/default.toml`): the noise lab on CPU.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.toml");
+
 impl Config {
+    /// The embedded default used when no `--config` is given: the noise lab, CPU, tiny presets.
+    pub fn embedded() -> Config {
+        Self::from_toml(EMBEDDED_DEFAULT).expect("configs/default.toml is valid (tested)")
+    }
+
     /// Reads a TOML file; unknown keys are errors that name the key and the file.
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -222,6 +230,27 @@ mod tests {
         c.validate().unwrap();
         let back = Config::from_toml(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn embedded_default_is_the_noise_lab_and_valid() {
+        let c = Config::embedded();
+        c.validate().unwrap();
+        assert_eq!(c.size, SizeClass::Cpu);
+        assert!(c.data.synth_if_missing);
+        assert_eq!(c.data.tune_csv.as_deref(), Some("valid.csv"));
+        assert_eq!(c.data.test_csv.as_deref(), Some("test.csv"));
+    }
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().map(|x| x == "toml").unwrap_or(false) {
+                Config::from_file(&p).unwrap().validate().unwrap();
+            }
+        }
     }
 
     #[test]
