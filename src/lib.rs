@@ -14,6 +14,8 @@ pub mod data;
 pub mod error;
 pub mod ops;
 pub mod optim;
+pub mod loss;
+pub mod noise;
 pub mod provenance;
 pub mod rng;
 pub mod model;
