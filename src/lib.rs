@@ -18,6 +18,7 @@ pub mod loss;
 pub mod noise;
 pub mod provenance;
 pub mod rng;
+pub mod train;
 pub mod model;
 pub mod eval;
 
