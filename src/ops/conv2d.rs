@@ -16,10 +16,10 @@
 //! Every other device or dtype falls back to candle's `Tensor::conv2d` (padding first when it is
 //! asymmetric), so CUDA keeps working through candle's kernels.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::host::storage_f32;
 use super::sgemm::{sgemm, MatRef};
 use crate::error::{Error, Result};
 
@@ -462,17 +462,6 @@ impl Geom {
     }
 }
 
-/// The contiguous `f32` data of a CPU storage.
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("noisycxr conv2d: {what} must be f32, got {:?}", s.dtype())
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("noisycxr conv2d: {what} must be contiguous")
-    };
-    Ok(&v[a..b])
-}
-
 fn geom(xd: &[usize], wd: &[usize], p: &Conv2dParams) -> candle_core::Result<Geom> {
     Geom::new(xd, wd, p).map_err(candle_core::Error::Msg)
 }
@@ -495,8 +484,8 @@ impl CustomOp2 for Conv2dOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(l1.dims(), l2.dims(), &self.p)?;
-        let x = f32_data(s1, l1, "input")?;
-        let wt = f32_data(s2, l2, "weight")?;
+        let x = storage_f32(s1, l1, "conv2d input")?;
+        let wt = storage_f32(s2, l2, "conv2d weight")?;
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
         let mut out = vec![0f32; g.n * op];
         let threads = super::num_threads();
@@ -585,8 +574,8 @@ impl CustomOp2 for Conv2dGradInput {
                 l2.dims()
             );
         }
-        let wt = f32_data(s1, l1, "weight")?;
-        let gout = f32_data(s2, l2, "output gradient")?;
+        let wt = storage_f32(s1, l1, "conv2d weight")?;
+        let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
         let mut gx = vec![0f32; g.n * chw];
         let threads = super::num_threads();
@@ -632,8 +621,8 @@ impl CustomOp2 for Conv2dGradWeight {
                 l2.dims()
             );
         }
-        let x = f32_data(s1, l1, "input")?;
-        let gout = f32_data(s2, l2, "output gradient")?;
+        let x = storage_f32(s1, l1, "conv2d input")?;
+        let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         let (chw, op, wlen) = (g.cin * g.h * g.w, g.cout * g.p(), g.cout * g.k());
         let threads = super::num_threads();
         let gw = if g.per_image_threads(threads) {
@@ -677,25 +666,8 @@ impl CustomOp2 for Conv2dGradWeight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
-    use rand::Rng;
-
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        let mut r = crate::rng::keyed(seed, crate::rng::Stream::Init, 0, 0);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
-        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        a.iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
-    }
+    use crate::ops::testutil::{max_rel_err, random};
+    use candle_core::Var;
 
     /// Forward, input gradient and weight gradient against candle's own conv2d (whose gradients
     /// match PyTorch within 5e-5, DESIGN §8), with a random upstream gradient.
