@@ -71,6 +71,9 @@ pub struct TrainArgs {
     /// Continue from `OUT/last` when it exists.
     #[arg(long)]
     pub resume: bool,
+    /// Stop after this epoch, leaving a checkpoint to continue from with --resume.
+    #[arg(long, value_name = "N")]
+    pub stop_after_epoch: Option<usize>,
 }
 
 /// Parses a snake_case enum value the way the config file spells it.
@@ -146,7 +149,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut cfg = a.common.resolve()?;
     a.flags.apply(&mut cfg)?;
     cfg.validate()?;
-    let o = crate::train::run(&cfg, a.resume)?;
+    let o = crate::train::run(
+        &cfg,
+        crate::train::RunOptions { resume: a.resume, stop_after_epoch: a.stop_after_epoch },
+    )?;
     println!(
         "{}",
         crate::train::trainer::markdown_table(

@@ -6,4 +6,4 @@ pub mod sets;
 pub mod state;
 pub mod trainer;
 
-pub use trainer::{run, Outcome};
+pub use trainer::{run, Outcome, RunOptions};

@@ -54,9 +54,18 @@ struct MetricsFile<'a> {
     test_cis: Option<&'a BootstrapCis>,
 }
 
-/// Trains according to `cfg` (already validated), writing into `cfg.out`. With `resume`,
-/// continues from `cfg.out/last` when it exists.
-pub fn run(cfg: &Config, resume: bool) -> Result<Outcome> {
+/// How this invocation runs (not part of the saved configuration).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Continue from `cfg.out/last` when it exists.
+    pub resume: bool,
+    /// Stop after this epoch (1-based), leaving a checkpoint to `resume` from.
+    pub stop_after_epoch: Option<usize>,
+}
+
+/// Trains according to `cfg` (already validated), writing into `cfg.out`.
+pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
+    let resume = opts.resume;
     let device = crate::config::parse_device(&cfg.device)?.device()?;
     let dtype = match cfg.train.precision {
         super::config::Precision::F32 => DType::F32,
@@ -157,7 +166,8 @@ pub fn run(cfg: &Config, resume: bool) -> Result<Outcome> {
         cfg.device
     );
 
-    while st.epoch < cfg.train.epochs && !st.stopped_early {
+    let last_epoch = opts.stop_after_epoch.unwrap_or(usize::MAX).min(cfg.train.epochs);
+    while st.epoch < last_epoch && !st.stopped_early {
         let epoch = st.epoch as u64;
         let t0 = Instant::now();
         let bar = progress(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, cfg.train.epochs));

@@ -2,3 +2,4 @@
 //! whole crate (each extra one relinks candle and polars).
 
 mod cli;
+mod train;
