@@ -21,8 +21,23 @@ pub fn conv2d(
     dilation: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    // Our im2col + GEMM kernel on CPU f32 (forward and both gradients); candle's conv elsewhere.
-    let y = crate::ops::conv2d(x, w, stride, padding, dilation, groups)?;
+    let p = crate::ops::Conv2dParams::new(stride, padding, dilation, groups);
+    conv2d_with(x, w, bias, &p)
+}
+
+/// [`conv2d`] with per-side padding (`[top, bottom, left, right]`), e.g. TensorFlow "SAME".
+/// Every convolution of the zoo goes through here: [`crate::ops::conv2d_with`] (im2col + GEMM
+/// forward and backward on CPU `f32`, candle's conv elsewhere).
+///
+/// # Shapes
+/// As [`conv2d`], with the padding per side.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: &crate::ops::Conv2dParams,
+) -> Result<Tensor> {
+    let y = crate::ops::conv2d_with(x, w, p)?;
     match bias {
         None => Ok(y),
         Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
@@ -163,29 +178,13 @@ impl Conv2d {
                 let k = w.dim(2)?;
                 let ph = same_padding(h, k, self.stride, self.dilation);
                 let pw = same_padding(wd, w.dim(3)?, self.stride, self.dilation);
-                let x = if ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0 {
-                    // Symmetric: let the convolution pad.
-                    return conv2d(
-                        x,
-                        &w,
-                        self.bias.as_ref(),
-                        self.stride,
-                        ph.0,
-                        self.dilation,
-                        self.groups,
-                    );
-                } else {
-                    pad2d(x, ph, pw)?
+                let p = crate::ops::Conv2dParams {
+                    stride: [self.stride; 2],
+                    padding: [ph.0, ph.1, pw.0, pw.1],
+                    dilation: [self.dilation; 2],
+                    groups: self.groups,
                 };
-                conv2d(
-                    &x,
-                    &w,
-                    self.bias.as_ref(),
-                    self.stride,
-                    0,
-                    self.dilation,
-                    self.groups,
-                )
+                conv2d_with(x, &w, self.bias.as_ref(), &p)
             }
         }
     }

@@ -38,33 +38,31 @@ impl BatchNorm2d {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, C, H, W]`
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, false)
+    }
+
+    /// [`BatchNorm2d::forward`] followed by ReLU when `relu`; in training mode both run in one
+    /// fused kernel ([`crate::ops::batch_norm2d_train`]).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, C, H, W]`
+    pub fn forward_act(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let (n, c, h, w) = x.dims4()?;
-        let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let xf = x.to_dtype(DType::F32)?;
         if train {
             let count = n * h * w;
-            if count < 2 {
-                return Err(Error::Other(format!(
-                    "BatchNorm in training mode needs more than one value per channel, got input {:?}; use a batch of at least 2",
-                    x.dims()
-                )));
-            }
-            let mean = xf.mean_keepdim((0, 2, 3))?;
-            let xc = xf.broadcast_sub(&mean)?;
-            let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+            let out = crate::ops::batch_norm2d_train(x, &self.weight, &self.bias, self.eps, relu)?;
             let m = self.momentum;
             let unbias = count as f64 / (count as f64 - 1.0);
             let rm = self.running_mean.as_detached_tensor();
             let rv = self.running_var.as_detached_tensor();
-            let new_rm = ((rm * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
-            let new_rv = ((rv * (1.0 - m))? + (var.detach().flatten_all()? * (m * unbias))?)?;
+            let mean = out.mean.to_dtype(rm.dtype())?;
+            let var = out.var.to_dtype(rv.dtype())?;
+            let new_rm = ((rm * (1.0 - m))? + (mean * m)?)?;
+            let new_rv = ((rv * (1.0 - m))? + (var * (m * unbias))?)?;
             self.running_mean.set(&new_rm)?;
             self.running_var.set(&new_rv)?;
-            let scale = gamma.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-            let y = xc.broadcast_mul(&scale)?.broadcast_add(&beta)?;
-            Ok(y.to_dtype(dtype)?)
+            Ok(out.y)
         } else {
             let rm = self
                 .running_mean
@@ -74,9 +72,15 @@ impl BatchNorm2d {
                 .running_var
                 .as_detached_tensor()
                 .reshape((1, c, 1, 1))?;
+            let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
+            let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
             let scale = gamma.broadcast_div(&(rv + self.eps)?.sqrt()?)?;
             let shift = beta.broadcast_sub(&rm.broadcast_mul(&scale)?)?;
-            let y = xf.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+            let y = x
+                .to_dtype(DType::F32)?
+                .broadcast_mul(&scale)?
+                .broadcast_add(&shift)?;
+            let y = if relu { y.relu()? } else { y };
             Ok(y.to_dtype(dtype)?)
         }
     }
@@ -149,11 +153,6 @@ impl LayerNorm {
     /// # Shapes
     /// `[..., D]` → `[..., D]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(
-            x,
-            &self.weight,
-            &self.bias,
-            self.eps as f32,
-        )?)
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
