@@ -20,6 +20,7 @@ pub mod layers;
 pub mod norm;
 pub mod pool;
 pub mod predict;
+pub mod bench;
 
 #[cfg(test)]
 mod parity;
