@@ -37,26 +37,47 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs `warmup + steps` training steps of `cfg` at `batch` × `in_chans` × `size²` (random
 /// inputs and targets, BCE-with-logits loss, AdamW lr 1e-4) and reports median phase times.
-pub fn bench_train(cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize, dtype: DType, device: &Device) -> Result<BenchResult> {
+pub fn bench_train(
+    cfg: &ModelConfig,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<BenchResult> {
     if batch < 2 || steps == 0 {
-        return Err(Error::Usage("bench: need --batch >= 2 and --steps >= 1".into()));
+        return Err(Error::Usage(
+            "bench: need --batch >= 2 and --steps >= 1".into(),
+        ));
     }
     let vars = ModelVars::new(0, dtype, device);
     let model = build(cfg, &vars)?;
     let size = cfg.img_size()?;
     let c = cfg.in_chans()?;
     let mut rng = keyed(0, Stream::Synth, 0, 0);
-    let xs: Vec<f32> = (0..batch * c * size * size).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+    let xs: Vec<f32> = (0..batch * c * size * size)
+        .map(|_| rng.random_range(-1.0..1.0f32))
+        .collect();
     let x = Tensor::from_vec(xs, (batch, c, size, size), device)?.to_dtype(dtype)?;
-    let ys: Vec<f32> = (0..batch * cfg.num_classes).map(|_| if rng.random::<f32>() < 0.3 { 1.0 } else { 0.0 }).collect();
+    let ys: Vec<f32> = (0..batch * cfg.num_classes)
+        .map(|_| if rng.random::<f32>() < 0.3 { 1.0 } else { 0.0 })
+        .collect();
     let y = Tensor::from_vec(ys, (batch, cfg.num_classes), device)?;
-    let mut opt = AdamW::new(vars.params.all_vars(), ParamsAdamW { lr: 1e-4, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        vars.params.all_vars(),
+        ParamsAdamW {
+            lr: 1e-4,
+            ..Default::default()
+        },
+    )?;
     let (mut f, mut b, mut o, mut s) = (vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
         let logits = model.forward(&x, true)?.to_dtype(DType::F32)?;
         // Stable BCE with logits: max(z, 0) - z·y + log(1 + exp(-|z|)).
-        let loss = ((logits.relu()? - (&logits * &y)?)? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?.mean_all()?;
+        let loss = ((logits.relu()? - (&logits * &y)?)?
+            + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?
+        .mean_all()?;
         let _ = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
@@ -117,12 +138,16 @@ pub fn torch_reference(
             "{} {} failed: {}",
             python.display(),
             script.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line).map_err(|e| Error::Other(format!("bench_torch.py printed {line:?}: {e}")))
+    serde_json::from_str(line)
+        .map_err(|e| Error::Other(format!("bench_torch.py printed {line:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -162,9 +187,13 @@ mod tests {
     #[ignore = "slow benchmark (minutes), needs PyTorch + timm"]
     fn full_step_vs_pytorch() -> Result<()> {
         let python = std::env::var("NOISYCXR_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_torch.py");
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_torch.py");
         let threads = candle_core::utils::get_num_threads();
-        let steps: usize = std::env::var("NOISYCXR_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+        let steps: usize = std::env::var("NOISYCXR_BENCH_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
         let only = std::env::var("NOISYCXR_BENCH_PRESET").ok();
         for p in ["resnet50", "vit_b16", "hybrid_r50_vit_b16"] {
             if only.as_deref().is_some_and(|o| o != p) {
@@ -172,7 +201,14 @@ mod tests {
             }
             let cfg = ModelConfig::new(p, 14);
             let ours = bench_train(&cfg, 8, steps, 1, DType::F32, &Device::Cpu)?;
-            let theirs = torch_reference(std::path::Path::new(&python), &script, &cfg, 8, steps, threads)?;
+            let theirs = torch_reference(
+                std::path::Path::new(&python),
+                &script,
+                &cfg,
+                8,
+                steps,
+                threads,
+            )?;
             let t = theirs["img_per_s"].as_f64().unwrap_or(f64::NAN);
             println!("ours  {}", serde_json::to_string(&ours).unwrap_or_default());
             println!("torch {theirs}");
