@@ -10,6 +10,7 @@
 //! Build a model with [`presets::build`]; get its input specification with
 //! [`presets::preprocess`].
 
+pub mod bench;
 pub mod checkpoint;
 pub mod densenet;
 pub mod drop;
@@ -20,6 +21,7 @@ pub mod layers;
 pub mod norm;
 pub mod pool;
 pub mod predict;
+pub mod standardize;
 
 #[cfg(test)]
 mod parity;

@@ -31,6 +31,17 @@ fn io(name: &str) -> HashMap<String, Tensor> {
 /// at 5% of the tensor's largest magnitude so that entries near zero (relative error
 /// meaningless there) are compared at the tensor's scale.
 fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
+    assert_close_tol(what, a, b, 1e-4, 0.05)
+}
+
+/// Gradients: `|a - b| <= rtol · max(|b|, floor · max|b|)` with rtol 1e-3 and floor 0.2 — one
+/// backward through training-mode BatchNorm on batch-2 inputs (statistics over as few as 8
+/// values) cancels heavily, so f32 summation order shows at ~1e-4 of the tensor's scale.
+fn assert_grad_close(what: &str, a: &Tensor, b: &Tensor) {
+    assert_close_tol(what, a, b, 1e-3, 0.2)
+}
+
+fn assert_close_tol(what: &str, a: &Tensor, b: &Tensor, rtol: f32, floor_frac: f32) {
     assert_eq!(a.dims(), b.dims(), "{what}: shape");
     let a: Vec<f32> = a
         .flatten_all()
@@ -46,7 +57,7 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let floor = 0.05 * b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let floor = floor_frac * b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     let mut worst = (0.0f32, 0usize);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let r = (x - y).abs() / y.abs().max(floor);
@@ -55,13 +66,42 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
         }
     }
     assert!(
-        worst.0 <= 1e-4,
+        worst.0 <= rtol,
         "{what}: relative error {} at {} (ours {}, reference {})",
         worst.0,
         worst.1,
         a[worst.1],
         b[worst.1]
     );
+}
+
+/// Gradients of `sum(train_logits * grad_w)` match PyTorch's for every parameter.
+fn check_grads(
+    name: &str,
+    vars: &ModelVars,
+    train_logits: &Tensor,
+    io: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let grads = (train_logits * &io["grad_w"])?.sum_all()?.backward()?;
+    let mut n = 0;
+    for (k, want) in io {
+        if let Some(key) = k.strip_prefix("grad.") {
+            let var = vars
+                .get(key)
+                .unwrap_or_else(|| panic!("{name}: {key} missing"));
+            let got = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
+            assert_grad_close(&format!("{name} gradient of {key}"), got, want);
+            n += 1;
+        }
+    }
+    assert_eq!(
+        n,
+        vars.trainable().len(),
+        "{name}: every parameter's gradient compared"
+    );
+    Ok(())
 }
 
 fn resnet_cfg(block: BlockKind, layers: Vec<usize>, planes: Vec<usize>) -> ResNetCfg {
@@ -104,12 +144,14 @@ fn check_cnn(name: &str, vars: &ModelVars, model: &dyn Classifier) -> Result<()>
         &io["logits"],
     );
     // One training-mode forward: batch statistics, and running statistics updated like
-    // PyTorch's (momentum 0.1, unbiased variance).
+    // PyTorch's (momentum 0.1, unbiased variance); then its gradients.
+    let train_logits = model.forward(x, true)?;
     assert_close(
         &format!("{name} train logits"),
-        &model.forward(x, true)?,
+        &train_logits,
         &io["train_logits"],
     );
+    check_grads(name, vars, &train_logits, &io)?;
     let mut n = 0;
     for (k, v) in &io {
         if let Some(key) = k.strip_prefix("after_train.") {
@@ -345,6 +387,7 @@ fn vit_matches_timm() -> Result<()> {
         &io["features"],
     );
     assert_close("vit logits", &m.forward(&io["x"], false)?, &io["logits"]);
+    check_grads("vit", &vars, &m.forward(&io["x"], true)?, &io)?;
     Ok(())
 }
 
@@ -429,6 +472,7 @@ fn hybrid_matches_timm() -> Result<()> {
         &io["features"],
     );
     assert_close("hybrid logits", &m.forward(&io["x"], false)?, &io["logits"]);
+    check_grads("hybrid", &vars, &m.forward(&io["x"], true)?, &io)?;
     Ok(())
 }
 
