@@ -8,13 +8,20 @@
 pub mod auroc;
 pub mod bench;
 pub mod bootstrap;
+pub mod calibration;
+pub mod compare;
+pub mod delong;
 pub mod predictions;
 pub mod ranked;
 pub mod summary;
+pub mod thresholds;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use bootstrap::{bootstrap_cis, BootstrapCis, BootstrapConfig, Interval};
+pub use calibration::{calibration_table, Temperatures};
+pub use compare::{compare, Comparison};
 pub use predictions::{Column, Predictions};
 pub use summary::{summarize, FindingMetrics, Mean, Summary};
+pub use thresholds::{Criterion, Thresholds};
