@@ -5,14 +5,18 @@
 //! Everything here is a pure function of [`Predictions`] (probabilities, targets, study ids);
 //! `train` (per-epoch validation) and `noisycxr eval` share it.
 
+pub mod aggregate;
 pub mod auroc;
 pub mod bench;
 pub mod bootstrap;
 pub mod calibration;
 pub mod compare;
+pub mod crossdata;
 pub mod delong;
+pub mod plots;
 pub mod predictions;
 pub mod ranked;
+pub mod subgroups;
 pub mod summary;
 pub mod thresholds;
 

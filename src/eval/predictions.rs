@@ -189,6 +189,25 @@ impl Predictions {
         }
     }
 
+    /// The rows at `idx`, in that order.
+    pub fn select_rows(&self, idx: &[usize]) -> Predictions {
+        let k = self.findings.len();
+        Predictions {
+            paths: idx.iter().map(|&i| self.paths[i].clone()).collect(),
+            studies: idx.iter().map(|&i| self.studies[i].clone()).collect(),
+            findings: self.findings.clone(),
+            probs: idx
+                .iter()
+                .flat_map(|&i| self.probs[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+            targets: idx
+                .iter()
+                .flat_map(|&i| self.targets[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+            n_models: self.n_models,
+        }
+    }
+
     /// Checks that `other` holds the same rows, studies, findings and targets in the same
     /// order (needed for paired comparisons and ensembles).
     pub fn check_same_rows(&self, other: &Predictions, what: &str) -> Result<()> {
@@ -255,6 +274,10 @@ mod tests {
         assert_eq!((c.n_pos(), c.n_neg()), (1, 1));
         assert_eq!(p.study_index(), (vec![0, 0, 1], 2));
         assert_eq!(p.model_label(), "single model");
+        let q = p.select_rows(&[2, 0]);
+        assert_eq!(q.paths, vec!["b/s1/v1", "a/s1/v1"]);
+        assert_eq!(q.probs, vec![0.5, 0.6, 0.1, 0.2]);
+        assert_eq!(q.targets, vec![None, Some(false), Some(true), None]);
     }
 
     #[test]
