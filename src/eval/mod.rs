@@ -16,6 +16,7 @@ pub mod delong;
 pub mod plots;
 pub mod predictions;
 pub mod ranked;
+pub mod report;
 pub mod subgroups;
 pub mod summary;
 pub mod thresholds;
@@ -23,9 +24,12 @@ pub mod thresholds;
 #[cfg(test)]
 mod fixtures;
 
+pub use aggregate::{ensemble, study_level, Aggregation};
 pub use bootstrap::{bootstrap_cis, BootstrapCis, BootstrapConfig, Interval};
 pub use calibration::{calibration_table, Temperatures};
 pub use compare::{compare, Comparison};
+pub use plots::EpochPoint;
 pub use predictions::{Column, Predictions};
+pub use report::{evaluate, write_outputs, EvalOptions, EvalReport};
 pub use summary::{summarize, FindingMetrics, Mean, Summary};
 pub use thresholds::{Criterion, Thresholds};
