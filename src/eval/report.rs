@@ -521,13 +521,107 @@ mod tests {
         assert!(e.contains(":2:") && e.contains("1.5"), "{e}");
     }
 
+    /// A `valid.csv` laid out like CheXpert-v1.0-small's: per-study labels repeated on the
+    /// lateral, `1.0`/`0.0` only, Sex/Age/AP-PA columns.
+    #[test]
+    fn chexpert_valid_layout_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,\
+                      Cardiomegaly,Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,\
+                      Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices";
+        let mut csv = format!("{header}\n");
+        let mut probs = Vec::new();
+        for s in 0..24usize {
+            let pat = 64541 + s;
+            let pos = s % 3 == 0;
+            let lab: Vec<&str> = (0..14)
+                .map(|j| {
+                    if (s + j) % 4 == 0 || (j == 2 && pos) {
+                        "1.0"
+                    } else {
+                        "0.0"
+                    }
+                })
+                .collect();
+            let sex = if s % 2 == 0 { "Female" } else { "Male" };
+            let age = 30 + 2 * s;
+            let views: &[(&str, &str, &str)] = if s % 4 == 0 {
+                &[
+                    ("view1_frontal", "Frontal", "AP"),
+                    ("view2_lateral", "Lateral", ""),
+                ]
+            } else {
+                &[(
+                    "view1_frontal",
+                    "Frontal",
+                    if s % 2 == 0 { "AP" } else { "PA" },
+                )]
+            };
+            for (v, fl, appa) in views {
+                csv.push_str(&format!(
+                    "CheXpert-v1.0-small/valid/patient{pat:05}/study1/{v}.jpg,{sex},{age},{fl},{appa},{}\n",
+                    lab.join(",")
+                ));
+                for (j, l) in lab.iter().enumerate() {
+                    let base = if *l == "1.0" { 0.6 } else { 0.35 };
+                    probs.push(base + 0.01 * ((s * 7 + j * 3) % 20) as f64);
+                }
+            }
+        }
+        let path = dir.path().join("valid.csv");
+        std::fs::write(&path, csv).unwrap();
+        let ds = crate::data::chexpert::read(&path, dir.path()).unwrap();
+        let findings: Vec<String> = crate::data::CHEXPERT_FINDINGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = Predictions::from_dataset(&ds, &findings, probs).unwrap();
+        assert_eq!(p.n_rows(), 30);
+        let opts = EvalOptions {
+            bootstrap: BootstrapConfig {
+                resamples: 50,
+                seed: 1,
+                level: 0.95,
+            },
+            study_aggregation: Some(Aggregation::Max),
+            ..EvalOptions::default()
+        };
+        let (r, evaluated) = evaluate(
+            "CheXpert-layout valid.csv fixture",
+            &["run".into()],
+            &p,
+            &opts,
+            None,
+            Some(&ds.records),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.n_rows, r.n_studies, r.model.as_str()),
+            (24, 24, "single model")
+        );
+        assert_eq!(evaluated.studies[0], "patient64541/study1");
+        assert_eq!(r.summary.mean_competition.covers.len(), 5);
+        let attrs: Vec<&str> = r.subgroups.iter().map(|g| g.attribute.as_str()).collect();
+        assert!(attrs.contains(&"sex") && attrs.contains(&"age") && attrs.contains(&"projection"));
+        write_outputs(dir.path(), &r, &evaluated).unwrap();
+        // Per image (laterals included) works too, with 24 studies resampled.
+        let img = EvalOptions {
+            study_aggregation: None,
+            ..opts
+        };
+        let (r, _) = evaluate("valid", &[], &p, &img, None, Some(&ds.records), false).unwrap();
+        assert_eq!((r.n_rows, r.cis.unwrap().n_studies), (30, 24));
+    }
+
     #[test]
     fn full_report_is_written_and_names_set_and_ensemble() {
         let dir = tempfile::tempdir().unwrap();
         let a = synthetic(600, 14, 1);
         let mut b = a.clone();
         for (i, v) in b.probs.iter_mut().enumerate() {
-            *v = (*v * 0.8 + 0.1 * ((i % 7) as f64 / 7.0)).clamp(0.0, 1.0);
+            // Row-dependent noise: b ranks rows differently from a.
+            *v = (*v * 0.8 + 0.2 * ((i / 14 * 7919) % 13) as f64 / 13.0).clamp(0.0, 1.0);
         }
         let e = ensemble(&[a.clone(), b.clone()]).unwrap();
         let opts = EvalOptions {
