@@ -54,7 +54,11 @@ impl Default for BenchConfig {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BenchRow {
     pub task: String,
+    /// Wall-clock seconds.
     pub ours_s: f64,
+    /// CPU seconds of this process over the task (Linux `/proc/self/stat`; `None` elsewhere).
+    /// Shows the work done when the machine is shared: wall ≈ cpu / threads when unloaded.
+    pub ours_cpu_s: Option<f64>,
     pub sklearn_s: Option<f64>,
 }
 
@@ -79,14 +83,19 @@ impl fmt::Display for BenchReport {
             "bench eval: {} rows x {} findings, {} studies, {} threads (synthetic data)",
             self.rows, self.findings, self.studies, self.threads
         )?;
-        writeln!(f, "| task | noisycxr (s) | scikit-learn (s) | speed-up |")?;
-        writeln!(f, "|---|---:|---:|---:|")?;
+        writeln!(f, "| task | noisycxr wall (s) | noisycxr CPU (s) | scikit-learn wall (s) | speed-up (wall) |")?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
         for r in &self.table {
             let (sk, ratio) = match r.sklearn_s {
                 Some(s) => (format!("{s:.3}"), format!("{:.1}x", s / r.ours_s.max(1e-9))),
                 None => ("-".into(), "-".into()),
             };
-            writeln!(f, "| {} | {:.3} | {sk} | {ratio} |", r.task, r.ours_s)?;
+            let cpu = r.ours_cpu_s.map_or("-".into(), |c| format!("{c:.2}"));
+            writeln!(
+                f,
+                "| {} | {:.3} | {cpu} | {sk} | {ratio} |",
+                r.task, r.ours_s
+            )?;
         }
         if let Some(d) = self.max_abs_diff_auroc {
             writeln!(f, "max |AUROC ours - scikit-learn| = {d:.2e}")?;
@@ -143,10 +152,27 @@ pub fn synthetic(rows: usize, findings: usize, seed: u64) -> Predictions {
         .expect("synthetic predictions are valid")
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+/// User + system CPU seconds of this process so far (Linux only; 10 ms resolution).
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Runs `f`, returning its value, wall seconds and CPU seconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, Option<f64>) {
+    let c = process_cpu_s();
     let t = Instant::now();
     let v = f();
-    (v, t.elapsed().as_secs_f64())
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = match (c, process_cpu_s()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    (v, wall, cpu)
 }
 
 /// Writes the data in the layout `benches/sklearn_eval.py` reads.
@@ -233,7 +259,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     }
     let p = synthetic(config.rows, config.findings, config.seed);
     let studies = p.study_index().1;
-    let (summary, t_point) = timed(|| summarize(&p));
+    let (summary, t_point, c_point) = timed(|| summarize(&p));
     let big = BootstrapConfig {
         resamples: config.resamples,
         seed: config.seed,
@@ -243,12 +269,12 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         resamples: config.small_resamples,
         ..big.clone()
     };
-    let (r, t_big) = timed(|| -> Result<_> {
+    let (r, t_big, c_big) = timed(|| -> Result<_> {
         let s = summarize(&p);
         Ok((s, bootstrap_cis(&p, &big)?))
     });
     r?;
-    let (r, t_small) = timed(|| -> Result<_> {
+    let (r, t_small, c_small) = timed(|| -> Result<_> {
         let s = summarize(&p);
         Ok((s, bootstrap_cis(&p, &small)?))
     });
@@ -262,16 +288,19 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
             BenchRow {
                 task: "AUROC + AP, all findings".into(),
                 ours_s: t_point,
+                ours_cpu_s: c_point,
                 sklearn_s: None,
             },
             BenchRow {
                 task: format!("AUROC + {} study bootstraps", config.small_resamples),
                 ours_s: t_small,
+                ours_cpu_s: c_small,
                 sklearn_s: None,
             },
             BenchRow {
                 task: format!("AUROC + {} study bootstraps", config.resamples),
                 ours_s: t_big,
+                ours_cpu_s: c_big,
                 sklearn_s: None,
             },
         ],
@@ -353,71 +382,6 @@ mod tests {
         println!("{r}");
         if let Some(d) = r.max_abs_diff_auroc {
             assert!(d < 1e-9, "AUROC differs from scikit-learn by {d}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod scratch_timing {
-    use super::*;
-    use crate::eval::ranked::RankedAuroc;
-
-    #[test]
-    #[ignore]
-    fn split() {
-        let p = synthetic(200_000, 14, 0);
-        let (groups, s) = p.study_index();
-        let t = Instant::now();
-        let mut w = vec![0u32; s];
-        for b in 0..100 {
-            super::super::bootstrap::draw_counts(0, b, &mut w);
-        }
-        println!("draw_counts x100: {:.3}s", t.elapsed().as_secs_f64());
-        let w8: Vec<u8> = w.iter().map(|&c| c as u8).collect();
-        let t = Instant::now();
-        let ranked: Vec<RankedAuroc> = (0..14)
-            .map(|j| {
-                let c = p.column(j);
-                let g: Vec<u32> = c.rows.iter().map(|&r| groups[r]).collect();
-                RankedAuroc::new(&c.scores, &c.labels, &g)
-            })
-            .collect();
-        println!("rank 14: {:.3}s", t.elapsed().as_secs_f64());
-        for rep in 0..3 {
-            let t = Instant::now();
-            let mut acc = 0.0;
-            for _ in 0..100 {
-                for r in &ranked {
-                    acc += r.auroc(&w).unwrap_or(0.0);
-                }
-            }
-            let a = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            for _ in 0..100 {
-                for r in &ranked {
-                    acc += r.auroc(&w8).unwrap_or(0.0);
-                }
-            }
-            let b = t.elapsed().as_secs_f64();
-            let w4: Vec<[u8; 4]> = w8.iter().map(|&c| [c; 4]).collect();
-            let w8x: Vec<[u8; 8]> = w8.iter().map(|&c| [c; 8]).collect();
-            let t = Instant::now();
-            for _ in 0..25 {
-                for r in &ranked {
-                    acc += r.auroc_batch(&w4)[0].unwrap_or(0.0);
-                }
-            }
-            let c = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            for _ in 0..13 {
-                for r in &ranked {
-                    acc += r.auroc_batch(&w8x)[0].unwrap_or(0.0);
-                }
-            }
-            println!(
-                "rep {rep}: 14x100 u32 {a:.3}s, u8 {b:.3}s, batch4 {c:.3}s, batch8(x104) {:.3}s ({acc})",
-                t.elapsed().as_secs_f64()
-            );
         }
     }
 }

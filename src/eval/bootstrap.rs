@@ -388,7 +388,6 @@ pub(crate) mod tests {
         pub per_finding_a: Vec<Option<Ci>>,
         pub mean_comp_a: Ci,
         pub mean_all_a: Ci,
-        #[allow(dead_code)] // read by compare.rs tests
         pub diff_comp_a_minus_b: Ci,
     }
 

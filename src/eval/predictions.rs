@@ -1,5 +1,6 @@
 //! Model outputs and reference labels of one evaluated set, the input of every metric.
 
+use crate::data::{Dataset, Observation};
 use crate::error::{Error, Result};
 
 /// Probabilities and reference labels for `N` rows (images, or studies after aggregation) and
@@ -66,6 +67,47 @@ impl Predictions {
         };
         p.validate()?;
         Ok(p)
+    }
+
+    /// Predictions of a model with `findings` (probabilities `[N, K]` in record order) on the
+    /// records of `ds`, with targets from the dataset's raw observations by finding name:
+    /// positive → `true`, negative → `false`, uncertain and blank → `None` (an evaluation set
+    /// gets no uncertainty policy; CheXpert's valid/test sets have 1.0/0.0 only). Model
+    /// findings the dataset lacks get no targets (undefined, left out of means).
+    pub fn from_dataset(ds: &Dataset, findings: &[String], probs: Vec<f64>) -> Result<Self> {
+        let n = ds.records.len();
+        let k = findings.len();
+        let cols: Vec<Option<usize>> = findings
+            .iter()
+            .map(|f| ds.findings.iter().position(|d| d == f))
+            .collect();
+        if cols.iter().all(|c| c.is_none()) {
+            return Err(Error::input(
+                &ds.csv,
+                format!(
+                    "none of the model's findings {findings:?} is a column of this dataset \
+                     ({:?}); for another vocabulary use eval::crossdata",
+                    ds.findings
+                ),
+            ));
+        }
+        let mut targets = Vec::with_capacity(n * k);
+        for r in &ds.records {
+            for c in &cols {
+                targets.push(c.and_then(|c| match r.labels.get(c) {
+                    Some(Observation::Positive) => Some(true),
+                    Some(Observation::Negative) => Some(false),
+                    _ => None,
+                }));
+            }
+        }
+        Predictions::new(
+            ds.records.iter().map(|r| r.path.clone()).collect(),
+            ds.records.iter().map(|r| r.study.clone()).collect(),
+            findings.to_vec(),
+            probs,
+            targets,
+        )
     }
 
     /// Checks shapes, finding names and probability values; errors name the row and finding.
@@ -189,6 +231,25 @@ impl Predictions {
         }
     }
 
+    /// The rows at `idx`, in that order.
+    pub fn select_rows(&self, idx: &[usize]) -> Predictions {
+        let k = self.findings.len();
+        Predictions {
+            paths: idx.iter().map(|&i| self.paths[i].clone()).collect(),
+            studies: idx.iter().map(|&i| self.studies[i].clone()).collect(),
+            findings: self.findings.clone(),
+            probs: idx
+                .iter()
+                .flat_map(|&i| self.probs[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+            targets: idx
+                .iter()
+                .flat_map(|&i| self.targets[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+            n_models: self.n_models,
+        }
+    }
+
     /// Checks that `other` holds the same rows, studies, findings and targets in the same
     /// order (needed for paired comparisons and ensembles).
     pub fn check_same_rows(&self, other: &Predictions, what: &str) -> Result<()> {
@@ -255,6 +316,10 @@ mod tests {
         assert_eq!((c.n_pos(), c.n_neg()), (1, 1));
         assert_eq!(p.study_index(), (vec![0, 0, 1], 2));
         assert_eq!(p.model_label(), "single model");
+        let q = p.select_rows(&[2, 0]);
+        assert_eq!(q.paths, vec!["b/s1/v1", "a/s1/v1"]);
+        assert_eq!(q.probs, vec![0.5, 0.6, 0.1, 0.2]);
+        assert_eq!(q.targets, vec![None, Some(false), Some(true), None]);
     }
 
     #[test]
