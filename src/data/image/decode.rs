@@ -90,6 +90,11 @@ fn decode_jpeg(bytes: &[u8], geometry: Option<&Geometry>, path: &Path) -> Result
             .into_iter()
             .find(|&s| g.covers(scaled(w, s), scaled(h, s)))
         {
+            // Grayscale sequential files (CheXpert, MIMIC) take the fast path.
+            if let Some(r) = super::jpeg_reduced::decode(bytes, s) {
+                return Gray::from_u8(r.width, r.height, r.data)
+                    .ok_or_else(|| Error::image(path, "JPEG: reduced decode size mismatch"));
+            }
             dec.scale(scaled(w, s) as u16, scaled(h, s) as u16)
                 .map_err(jerr)?;
         }
@@ -265,6 +270,33 @@ mod tests {
         };
         let full = decode_file(&c.file, Some(&big)).unwrap();
         assert_eq!((full.width, full.height), (160, 120));
+    }
+
+    #[test]
+    fn reduced_scales_restart_markers_and_progressive_match_pillow_draft() {
+        // 1/4 and 1/8 of a 157x117 film with restart markers every 5 blocks (fast path), and
+        // 1/2 of the same film saved progressive (jpeg-decoder's scaled IDCT: looser tolerance).
+        for name in ["odd_rst_quarter", "odd_rst_eighth", "odd_prog_half"] {
+            let c = case(name);
+            let g = Geometry {
+                size: c.raw["crop"].as_u64().unwrap() as usize,
+                resize: ResizeMode::Crop,
+            };
+            let img = decode_file(&c.file, Some(&g)).unwrap();
+            assert_matches(&img, &c, name);
+        }
+    }
+
+    #[test]
+    fn a_truncated_file_never_takes_the_fast_path() {
+        let bytes = std::fs::read(case("big_jpg_half").file).unwrap();
+        assert!(super::super::jpeg_reduced::decode(&bytes, 2).is_some());
+        for cut in [bytes.len() / 2, bytes.len() - 40, 300] {
+            assert!(
+                super::super::jpeg_reduced::decode(&bytes[..cut], 2).is_none(),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]
