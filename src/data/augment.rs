@@ -152,45 +152,58 @@ impl Affine {
 /// # Shapes
 /// `src`: `H`×`W` → `[H * W]`.
 pub fn apply(src: &Gray, t: Option<&Affine>) -> Vec<f32> {
+    let plane = src.to_f32();
     let Some(t) = t else {
-        return src.to_f32();
+        return plane;
     };
     let (w, h) = (src.width, src.height);
     let m = t.inverse();
     let (hw, hh) = (w as f64 * 0.5, h as f64 * 0.5);
+    // Flipping after the inverse map negates the sampled x.
+    let sx = if t.hflip { -1.0 } else { 1.0 };
     let mut out = vec![0.0f32; w * h];
     for (oy, row) in out.chunks_exact_mut(w.max(1)).enumerate() {
         let yc = oy as f64 + 0.5 - hh;
+        // Input position (pixel-index coordinates, align_corners = False) of output x = 0,
+        // and its step per output pixel.
+        let x0 = sx * (m[0] * (0.5 - hw) + m[1] * yc + m[2]) + hw - 0.5;
+        let y0 = m[3] * (0.5 - hw) + m[4] * yc + m[5] + hh - 0.5;
+        let (dx, dy) = (sx * m[0], m[3]);
         for (ox, o) in row.iter_mut().enumerate() {
-            let xc = ox as f64 + 0.5 - hw;
-            let mut xi = m[0] * xc + m[1] * yc + m[2];
-            let yi = m[3] * xc + m[4] * yc + m[5];
-            if t.hflip {
-                xi = -xi;
-            }
-            // Back to pixel-index coordinates (align_corners = False).
-            *o = bilinear_zero(src, xi + hw - 0.5, yi + hh - 0.5);
+            let (x, y) = (x0 + dx * ox as f64, y0 + dy * ox as f64);
+            *o = bilinear_zero(&plane, w, h, x, y);
         }
     }
     out
 }
 
-/// Bilinear sample at fractional pixel position `(x, y)`; taps outside the image count as 0
-/// (PyTorch `grid_sample(padding_mode="zeros")`).
+/// Bilinear sample of a `w`×`h` plane at fractional pixel position `(x, y)`; taps outside the
+/// image count as 0 (PyTorch `grid_sample(padding_mode="zeros")`).
 #[inline]
-fn bilinear_zero(src: &Gray, x: f64, y: f64) -> f32 {
-    let (x0, y0) = (x.floor(), y.floor());
-    let (fx, fy) = ((x - x0) as f32, (y - y0) as f32);
-    let (x0, y0) = (x0 as i64, y0 as i64);
-    let (w, h) = (src.width as i64, src.height as i64);
-    if x0 < -1 || y0 < -1 || x0 >= w || y0 >= h {
+fn bilinear_zero(p: &[f32], w: usize, h: usize, x: f64, y: f64) -> f32 {
+    // floor() without a libm call (the baseline x86-64 target has no SSE4.1 `roundsd`).
+    let floor = |v: f64| {
+        let t = v as i64;
+        t - ((v < t as f64) as i64)
+    };
+    let (x0, y0) = (floor(x), floor(y));
+    let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+    let (wi, hi) = (w as i64, h as i64);
+    if x0 >= 0 && y0 >= 0 && x0 + 1 < wi && y0 + 1 < hi {
+        // Interior: all four taps inside.
+        let i = y0 as usize * w + x0 as usize;
+        let top = p[i] + (p[i + 1] - p[i]) * fx;
+        let bottom = p[i + w] + (p[i + w + 1] - p[i + w]) * fx;
+        return top + (bottom - top) * fy;
+    }
+    if x0 < -1 || y0 < -1 || x0 >= wi || y0 >= hi {
         return 0.0;
     }
     let tap = |xx: i64, yy: i64| {
-        if xx < 0 || yy < 0 || xx >= w || yy >= h {
+        if xx < 0 || yy < 0 || xx >= wi || yy >= hi {
             0.0
         } else {
-            src.get(xx as usize, yy as usize)
+            p[yy as usize * w + xx as usize]
         }
     };
     let top = tap(x0, y0) * (1.0 - fx) + tap(x0 + 1, y0) * fx;

@@ -87,7 +87,8 @@ pub fn load_input(path: &std::path::Path, p: &Preprocess, device: &Device) -> Re
 }
 
 /// Batching, threading and failure policy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LoaderConfig {
     pub batch_size: usize,
     /// Worker threads decoding batches (≥ 1).
@@ -626,6 +627,8 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("loader.workers"), "{e}");
+        let e = toml::from_str::<LoaderConfig>("batch = 3").unwrap_err();
+        assert!(e.to_string().contains("batch"), "{e}");
         let l = Loader::new(
             files(&MIXED, 8),
             pre(8),

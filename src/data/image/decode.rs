@@ -90,6 +90,11 @@ fn decode_jpeg(bytes: &[u8], geometry: Option<&Geometry>, path: &Path) -> Result
             .into_iter()
             .find(|&s| g.covers(scaled(w, s), scaled(h, s)))
         {
+            // Grayscale sequential files (CheXpert, MIMIC) take the fast path.
+            if let Some(r) = super::jpeg_reduced::decode(bytes, s) {
+                return Gray::from_u8(r.width, r.height, r.data)
+                    .ok_or_else(|| Error::image(path, "JPEG: reduced decode size mismatch"));
+            }
             dec.scale(scaled(w, s) as u16, scaled(h, s) as u16)
                 .map_err(jerr)?;
         }
@@ -142,63 +147,47 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<Gray> {
     let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
         .map_err(|e| Error::image(path, format!("PNG: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let bad = || Error::image(path, "PNG: pixel buffer does not match its size");
-    let u16f = |v: u16| v as f32 / 65535.0;
-    match img {
-        D::ImageLuma8(b) => Gray::from_u8(w, h, b.into_raw()).ok_or_else(bad),
-        D::ImageLumaA8(b) => {
-            Gray::from_u8(w, h, b.into_raw().chunks_exact(2).map(|c| c[0]).collect())
-                .ok_or_else(bad)
+    let ch = img.color().channel_count() as usize;
+    let gray = match img {
+        D::ImageLuma8(b) => Gray::from_u8(w, h, b.into_raw()),
+        D::ImageLumaA8(b) => Gray::from_u8(w, h, gray8(&b.into_raw(), ch)),
+        D::ImageRgb8(b) => Gray::from_u8(w, h, gray8(&b.into_raw(), ch)),
+        D::ImageRgba8(b) => Gray::from_u8(w, h, gray8(&b.into_raw(), ch)),
+        D::ImageLuma16(b) => Gray::from_f32(w, h, gray16(&b.into_raw(), ch)),
+        D::ImageLumaA16(b) => Gray::from_f32(w, h, gray16(&b.into_raw(), ch)),
+        D::ImageRgb16(b) => Gray::from_f32(w, h, gray16(&b.into_raw(), ch)),
+        D::ImageRgba16(b) => Gray::from_f32(w, h, gray16(&b.into_raw(), ch)),
+        other => {
+            return Err(Error::image(
+                path,
+                format!("PNG: unsupported pixel layout {:?}", other.color()),
+            ))
         }
-        D::ImageRgb8(b) => Gray::from_u8(
-            w,
-            h,
-            b.into_raw()
-                .chunks_exact(3)
-                .map(|c| luma8(c[0], c[1], c[2]))
-                .collect(),
-        )
-        .ok_or_else(bad),
-        D::ImageRgba8(b) => Gray::from_u8(
-            w,
-            h,
-            b.into_raw()
-                .chunks_exact(4)
-                .map(|c| luma8(c[0], c[1], c[2]))
-                .collect(),
-        )
-        .ok_or_else(bad),
-        D::ImageLuma16(b) => {
-            Gray::from_f32(w, h, b.into_raw().into_iter().map(u16f).collect()).ok_or_else(bad)
-        }
-        D::ImageLumaA16(b) => Gray::from_f32(
-            w,
-            h,
-            b.into_raw().chunks_exact(2).map(|c| u16f(c[0])).collect(),
-        )
-        .ok_or_else(bad),
-        D::ImageRgb16(b) => Gray::from_f32(
-            w,
-            h,
-            b.into_raw()
-                .chunks_exact(3)
-                .map(|c| luma_f32(u16f(c[0]), u16f(c[1]), u16f(c[2])))
-                .collect(),
-        )
-        .ok_or_else(bad),
-        D::ImageRgba16(b) => Gray::from_f32(
-            w,
-            h,
-            b.into_raw()
-                .chunks_exact(4)
-                .map(|c| luma_f32(u16f(c[0]), u16f(c[1]), u16f(c[2])))
-                .collect(),
-        )
-        .ok_or_else(bad),
-        other => Err(Error::image(
-            path,
-            format!("PNG: unsupported pixel layout {:?}", other.color()),
-        )),
+    };
+    gray.ok_or_else(|| Error::image(path, "PNG: pixel buffer does not match its size"))
+}
+
+/// Interleaved 8-bit samples with `ch` channels (gray, gray+alpha, RGB, RGBA) → gray; alpha is
+/// ignored.
+fn gray8(raw: &[u8], ch: usize) -> Vec<u8> {
+    match ch {
+        1 | 2 => raw.iter().step_by(ch).copied().collect(),
+        _ => raw
+            .chunks_exact(ch)
+            .map(|c| luma8(c[0], c[1], c[2]))
+            .collect(),
+    }
+}
+
+/// The same for 16-bit samples, scaled to `[0, 1]`.
+fn gray16(raw: &[u16], ch: usize) -> Vec<f32> {
+    let f = |v: u16| v as f32 / 65535.0;
+    match ch {
+        1 | 2 => raw.iter().step_by(ch).map(|&v| f(v)).collect(),
+        _ => raw
+            .chunks_exact(ch)
+            .map(|c| luma_f32(f(c[0]), f(c[1]), f(c[2])))
+            .collect(),
     }
 }
 
@@ -265,6 +254,33 @@ mod tests {
         };
         let full = decode_file(&c.file, Some(&big)).unwrap();
         assert_eq!((full.width, full.height), (160, 120));
+    }
+
+    #[test]
+    fn reduced_scales_restart_markers_and_progressive_match_pillow_draft() {
+        // 1/4 and 1/8 of a 157x117 film with restart markers every 5 blocks (fast path), and
+        // 1/2 of the same film saved progressive (jpeg-decoder's scaled IDCT: looser tolerance).
+        for name in ["odd_rst_quarter", "odd_rst_eighth", "odd_prog_half"] {
+            let c = case(name);
+            let g = Geometry {
+                size: c.raw["crop"].as_u64().unwrap() as usize,
+                resize: ResizeMode::Crop,
+            };
+            let img = decode_file(&c.file, Some(&g)).unwrap();
+            assert_matches(&img, &c, name);
+        }
+    }
+
+    #[test]
+    fn a_truncated_file_never_takes_the_fast_path() {
+        let bytes = std::fs::read(case("big_jpg_half").file).unwrap();
+        assert!(super::super::jpeg_reduced::decode(&bytes, 2).is_some());
+        for cut in [bytes.len() / 2, bytes.len() - 40, 300] {
+            assert!(
+                super::super::jpeg_reduced::decode(&bytes[..cut], 2).is_none(),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod decode;
 pub mod dicom;
 pub mod fit;
+mod jpeg_reduced;
 pub mod normalize;
 
 pub use decode::{decode_bytes, decode_file, Format};
