@@ -59,6 +59,58 @@ pub struct SynthSummary {
     pub train_noise: Vec<FindingNoise>,
 }
 
+impl SynthSummary {
+    /// A Markdown report: split sizes, then per finding the train prevalence, the noisy cell
+    /// counts and the realised noise rates (what `noisycxr synth` prints).
+    pub fn to_markdown(&self) -> String {
+        let pct = |v: Option<f64>| {
+            v.map(|x| format!("{:.1}", 100.0 * x))
+                .unwrap_or_else(|| "-".into())
+        };
+        let mut s = format!(
+            "# Noise lab ({}, seed {})\n\n",
+            self.generator, self.config.seed
+        );
+        s.push_str(
+            "| split | images | studies | patients | laterals |\n|---|---:|---:|---:|---:|\n",
+        );
+        for c in &self.splits {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                c.split.dir(),
+                c.images,
+                c.studies,
+                c.patients,
+                c.laterals
+            ));
+        }
+        s.push_str(
+            "\nTraining labels per finding (cells = studies; rates in %):\n\n\
+             | finding | truth + | blank | -1 | 0 | 1 | P(+ given -1) | missed + | false - | false + | P(- given blank) |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let train = self.splits.iter().find(|c| c.split == Split::Train);
+        for (j, f) in self.train_noise.iter().enumerate() {
+            let prev = train.map(|t| t.prevalence[j].1);
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                f.finding,
+                pct(prev),
+                f.counts[0],
+                f.counts[1],
+                f.counts[2],
+                f.counts[3],
+                pct(f.uncertain_ppv),
+                pct(f.miss_rate),
+                pct(f.false_negative_rate),
+                pct(f.false_positive_rate),
+                pct(f.blank_npv)
+            ));
+        }
+        s
+    }
+}
+
 fn counts(split: Split, st: &[StudyTruth]) -> SplitCounts {
     let mut patients: Vec<u64> = st.iter().map(|s| s.patient_no).collect();
     patients.dedup();
