@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod provenance;
+pub mod relabel;
 pub mod rng;
 
 pub use error::{Error, Result};
