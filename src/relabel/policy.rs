@@ -51,13 +51,13 @@ pub enum Cells {
 impl Cells {
     /// Whether a cell holding `old` is in scope.
     pub fn covers(self, old: Observation) -> bool {
-        match (self, old) {
-            (Cells::All, _) => true,
-            (Cells::Blank, Observation::Blank) => true,
-            (Cells::Uncertain, Observation::Uncertain) => true,
-            (Cells::Both, Observation::Blank | Observation::Uncertain) => true,
-            _ => false,
-        }
+        matches!(
+            (self, old),
+            (Cells::All, _)
+                | (Cells::Blank, Observation::Blank)
+                | (Cells::Uncertain, Observation::Uncertain)
+                | (Cells::Both, Observation::Blank | Observation::Uncertain)
+        )
     }
 }
 

@@ -279,3 +279,166 @@ impl Score {
             .map_err(|e| Error::Other(format!("relabel score: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::record::{DatasetKind, Record};
+    use std::path::PathBuf;
+    use Observation::{Blank as B, Negative as N, Positive as P, Uncertain as U};
+
+    fn ds(name: &str, rows: &[[Observation; 2]]) -> Dataset {
+        Dataset {
+            kind: DatasetKind::CheXpert,
+            csv: PathBuf::from(name),
+            image_root: PathBuf::from("."),
+            findings: vec!["Edema".into(), "Atelectasis".into()],
+            records: rows
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Record {
+                    path: format!("x/patient{i:05}/study1/view1_frontal.jpg"),
+                    patient: format!("patient{i:05}"),
+                    study: format!("patient{i:05}/study1"),
+                    sex: None,
+                    age: None,
+                    view: None,
+                    projection: None,
+                    labels: l.to_vec(),
+                    line: i + 2,
+                })
+                .collect(),
+            skipped: vec![],
+        }
+    }
+
+    /// Hand-made case, (Edema, Atelectasis) per row:
+    /// ```text
+    ///        truth    before       after
+    /// r1     (1, 0)   (blank, 0)   (1, 1)
+    /// r2     (0, 1)   (-1, blank)  (0, 1)
+    /// r3     (1, 1)   (0, -1)      (0, 1)
+    /// r4     (0, 0)   (1, blank)   (1, -1)
+    /// r5     (1, 0)   (blank, 1)   (0, 0)
+    /// ```
+    /// Counted by hand:
+    /// - Edema before: stated r3,r4 both wrong (2/2); blanks r1,r5 both hide a positive (2/2);
+    ///   -1 r2 (truth 0 → uncertain_positive 0). wrong = 2+2+1 = 5 of 5 → noise 1.0.
+    ///   after: all stated, wrong r3,r4,r5 = 3 → noise 0.6. changed r1 (→1 right), r2 (→0 right),
+    ///   r5 (→0 wrong): 3 changed, 2 right, 1 wrong; fixed r1,r2 = 2; r5 wrong→wrong; broken 0.
+    /// - Atelectasis before: stated r1 (right), r5 (wrong) → 1/2; blanks r2 (hides +), r4 (right)
+    ///   → 1/2; -1 r3 (truth 1 → uncertain_positive 1). wrong = 1+1+1 = 3 → noise 0.6.
+    ///   after: stated r1 (wrong), r2, r3, r5 (right) → 1/4; -1 r4 (truth 0). wrong = 2 → 0.4.
+    ///   changed all 5: right r2,r3,r5 = 3; wrong r1 = 1; uncertain r4 = 1; fixed r2,r3,r5 = 3;
+    ///   broken r1 (0→1), r4 (blank, right → -1) = 2.
+    /// - All: noise 8/10 = 0.8 → 5/10 = 0.5; changed 8, right 5, wrong 2, uncertain 1,
+    ///   fixed 5, broken 2.
+    #[test]
+    fn hand_counted_case() {
+        let truth = ds("clean.csv", &[[P, N], [N, P], [P, P], [N, N], [P, N]]);
+        let before = ds("train.csv", &[[B, N], [U, B], [N, U], [P, B], [B, P]]);
+        let after = ds("relabeled.csv", &[[P, P], [N, P], [N, P], [P, U], [N, N]]);
+        let s = score(&before, &after, &truth).unwrap();
+        let e = &s.findings[0];
+        assert_eq!(
+            e.before,
+            CellCounts {
+                cells: 5,
+                stated: 2,
+                stated_wrong: 2,
+                blank: 2,
+                blank_positive: 2,
+                uncertain: 1,
+                uncertain_positive: 0,
+                wrong: 5
+            }
+        );
+        assert_eq!(
+            (e.after.stated, e.after.stated_wrong, e.after.wrong),
+            (5, 3, 3)
+        );
+        assert_eq!((e.noise_before, e.noise_after), (1.0, 0.6));
+        assert_eq!(
+            (
+                e.changed,
+                e.became_right,
+                e.became_wrong,
+                e.became_uncertain
+            ),
+            (3, 2, 1, 0)
+        );
+        assert_eq!((e.fixed, e.broken), (2, 0));
+        let a = &s.findings[1];
+        assert_eq!(
+            (
+                a.before.stated_wrong,
+                a.before.blank_positive,
+                a.before.uncertain_positive,
+                a.before.wrong
+            ),
+            (1, 1, 1, 3)
+        );
+        assert_eq!(
+            (
+                a.after.stated,
+                a.after.stated_wrong,
+                a.after.uncertain,
+                a.after.wrong
+            ),
+            (4, 1, 1, 2)
+        );
+        assert_eq!((a.noise_before, a.noise_after), (0.6, 0.4));
+        assert_eq!(
+            (
+                a.changed,
+                a.became_right,
+                a.became_wrong,
+                a.became_uncertain
+            ),
+            (5, 3, 1, 1)
+        );
+        assert_eq!((a.fixed, a.broken), (3, 2));
+        assert_eq!(a.before.stated_noise_rate(), Some(0.5));
+        let t = &s.total;
+        assert_eq!((t.before.wrong, t.after.wrong, t.before.cells), (8, 5, 10));
+        assert_eq!((t.noise_before, t.noise_after), (0.8, 0.5));
+        assert_eq!(
+            (
+                t.changed,
+                t.became_right,
+                t.became_wrong,
+                t.became_uncertain,
+                t.fixed,
+                t.broken
+            ),
+            (8, 5, 2, 1, 5, 2)
+        );
+        let md = s.markdown();
+        assert!(
+            md.contains("| all | 0.8000 | 0.5000 | 8 | 5 | 2 | 1 | 5 | 2 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn mismatches_and_unclean_truth_are_errors() {
+        let truth = ds("clean.csv", &[[P, N], [N, P]]);
+        let before = ds("train.csv", &[[B, N], [U, B]]);
+        let mut after = ds("relabeled.csv", &[[P, P], [N, P]]);
+        after.records.swap(0, 1);
+        let e = score(&before, &after, &truth).unwrap_err().to_string();
+        assert!(
+            e.contains("relabeled.csv:3:") && e.contains("same order"),
+            "{e}"
+        );
+        let short = ds("relabeled.csv", &[[P, P]]);
+        assert!(score(&before, &short, &truth).is_err());
+        let bad = ds("clean.csv", &[[P, N], [N, U]]);
+        let after = ds("relabeled.csv", &[[P, P], [N, P]]);
+        let e = score(&before, &after, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("clean.csv:3:") && e.contains("Atelectasis"),
+            "{e}"
+        );
+    }
+}

@@ -535,3 +535,385 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::chexpert;
+    use crate::data::csvio::{Table, Width};
+    use crate::relabel::policy::{Cells, Output};
+    use serde_json::Value;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/relabel")
+            .join(name)
+    }
+
+    /// Cells pandas expects (`tests/fixtures/relabel/make_relabel.py`).
+    fn expected() -> Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/relabel/expected.json")).unwrap()
+    }
+
+    fn probs_csv(name: &str) -> Probabilities {
+        let t = Table::read(&fixture(name), Width::Exact).unwrap();
+        let findings: Vec<String> = t.header[1..].to_vec();
+        let paths = t
+            .texts("Path")
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cols: Vec<Vec<&str>> = findings.iter().map(|f| t.texts(f).unwrap()).collect();
+        let mut v = Vec::new();
+        for i in 0..t.n_rows() {
+            for c in &cols {
+                v.push(c[i].parse::<f32>().unwrap());
+            }
+        }
+        Probabilities::new(paths, findings, v).unwrap()
+    }
+
+    fn norm(cell: &str) -> String {
+        match Observation::parse(cell) {
+            Ok(o) => o.as_cell().to_string(),
+            Err(_) => cell.trim().to_string(), // a soft value
+        }
+    }
+
+    /// Checks one fixture case: expected cells, unchanged cells and rows byte-for-byte,
+    /// protected cells, transition counts and rows without prediction.
+    fn check_case(input: &str, probs: &str, case: &str, findings: &[String]) -> Relabeled {
+        let exp = &expected()[case];
+        let policy: RelabelPolicy = toml::from_str(exp["policy"].as_str().unwrap()).unwrap();
+        let bytes = std::fs::read(fixture(input)).unwrap();
+        let r = relabel_bytes(
+            Path::new(input),
+            bytes.clone(),
+            &probs_csv(probs),
+            &policy,
+            "run-abc",
+        )
+        .unwrap();
+        let a = RawCsv::parse(Path::new("in"), bytes.clone()).unwrap();
+        let b = RawCsv::parse(Path::new("out"), r.csv.clone()).unwrap();
+        assert_eq!(a.rows.len(), b.rows.len());
+        let cols: Vec<usize> = findings.iter().map(|f| a.column(f).unwrap()).collect();
+        let cells = exp["cells"].as_array().unwrap();
+        for row in 1..a.rows.len() {
+            let want = cells[row - 1].as_array().unwrap();
+            for col in 0..a.rows[0].fields.len() {
+                let (old, new) = (a.raw(row, col), b.raw(row, col));
+                let Some(k) = cols.iter().position(|&c| c == col) else {
+                    assert_eq!(old, new, "{case}: non-label field changed, row {row}");
+                    continue;
+                };
+                let want = want[k].as_str().unwrap();
+                let old_obs = Observation::parse(&a.value(row, col)).unwrap();
+                if want == old_obs.as_cell() {
+                    assert_eq!(old, new, "{case}: unchanged cell rewritten, row {row} {k}");
+                } else {
+                    assert_eq!(norm(&b.value(row, col)), want, "{case}: row {row} {k}");
+                    assert_eq!(a.is_quoted(row, col), b.is_quoted(row, col));
+                }
+                if !policy.cells.covers(old_obs) {
+                    assert_eq!(old, new, "{case}: protected cell changed, row {row} {k}");
+                }
+            }
+        }
+        // Whole lines without a change are byte-identical, line ends and blank lines included.
+        let lines = |x: &[u8]| -> Vec<Vec<u8>> {
+            x.split_inclusive(|&c| c == b'\n')
+                .map(|l| l.to_vec())
+                .collect()
+        };
+        let (la, lb) = (lines(&bytes), lines(&r.csv));
+        assert_eq!(la.len(), lb.len());
+        let changed_lines: HashSet<usize> = r.changes.iter().map(|c| c.line).collect();
+        for (i, (x, y)) in la.iter().zip(&lb).enumerate() {
+            if !changed_lines.contains(&(i + 1)) {
+                assert_eq!(x, y, "{case}: line {} differs", i + 1);
+            }
+            assert_eq!(x.ends_with(b"\r\n"), y.ends_with(b"\r\n"));
+        }
+        // Counts.
+        let s = &r.summary;
+        assert_eq!(
+            s.rows_without_prediction as u64,
+            exp["rows_without_prediction"].as_u64().unwrap(),
+            "{case}"
+        );
+        let trans = exp["transitions"].as_object().unwrap();
+        let mut total = 0;
+        for f in &s.findings {
+            let want: BTreeMap<String, usize> = trans[&f.finding]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap() as usize))
+                .collect();
+            assert_eq!(f.transitions, want, "{case}: {}", f.finding);
+            total += f.changed;
+        }
+        assert_eq!(total, r.changes.len());
+        assert_eq!(s.changed, r.changes.len());
+        r
+    }
+
+    use std::collections::BTreeMap;
+
+    fn chexpert_findings() -> Vec<String> {
+        crate::data::labels::CHEXPERT_FINDINGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn chexpert_cases_match_pandas_and_keep_bytes() {
+        let f = chexpert_findings();
+        for case in [
+            "default",
+            "all_between_uncertain",
+            "uncertain_only_max",
+            "blank_soft",
+            "all_soft",
+        ] {
+            let r = check_case("chexpert_train.csv", "chexpert_probs.csv", case, &f);
+            if !case.ends_with("soft") {
+                // The hard output parses with the same reader as the input.
+                let t =
+                    Table::from_bytes(Path::new("out.csv"), r.csv.clone(), Width::Exact).unwrap();
+                let before =
+                    chexpert::read(&fixture("chexpert_train.csv"), Path::new("/d")).unwrap();
+                let after = chexpert::from_table(&t, Path::new("/d")).unwrap();
+                assert_eq!(before.records.len(), after.records.len());
+                for (x, y) in before.records.iter().zip(&after.records) {
+                    assert_eq!(
+                        (&x.path, x.sex, x.age, x.view),
+                        (&y.path, y.sex, y.age, y.view)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn study_max_fills_laterals_from_their_study() {
+        let r = check_case(
+            "chexpert_train.csv",
+            "chexpert_probs.csv",
+            "uncertain_only_max",
+            &chexpert_findings(),
+        );
+        // 11 rows (`grep -c` on the fixture): 8 frontals predicted, 3 laterals take their
+        // study's maximum.
+        assert_eq!(r.summary.rows, 11);
+        assert_eq!(r.summary.rows_predicted, 11);
+        assert_eq!(r.summary.rows_from_study, 3);
+        let r = check_case(
+            "chexpert_train.csv",
+            "chexpert_probs.csv",
+            "default",
+            &chexpert_findings(),
+        );
+        assert_eq!(
+            (r.summary.rows_predicted, r.summary.rows_from_study),
+            (8, 0)
+        );
+    }
+
+    #[test]
+    fn mimic_study_rows_match_pandas() {
+        let alpha: Vec<String> = expected()["mimic_mean"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        for case in ["mimic_mean", "mimic_max"] {
+            let r = check_case("mimic_labels.csv", "mimic_probs.csv", case, &alpha);
+            assert_eq!(r.summary.format, "mimic");
+            assert!(r.changes.iter().all(|c| c.key.starts_with("p100000")));
+            // Parses with the CSV layer, every label cell a valid observation, no final newline.
+            let t = Table::from_bytes(Path::new("o.csv"), r.csv.clone(), Width::Exact).unwrap();
+            for f in &alpha {
+                for c in t.texts(f).unwrap() {
+                    Observation::parse(c).unwrap();
+                }
+            }
+            assert!(!r.csv.ends_with(b"\n"));
+        }
+        // `none` is refused for a study with several predicted images.
+        let policy = RelabelPolicy::default();
+        let bytes = std::fs::read(fixture("mimic_labels.csv")).unwrap();
+        let e = relabel_bytes(
+            Path::new("m.csv"),
+            bytes,
+            &probs_csv("mimic_probs.csv"),
+            &policy,
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("relabel.aggregate"), "{e}");
+    }
+
+    const HEADER: &str = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices";
+    const P1: &str = "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg";
+
+    fn one_row(edema: &str) -> Vec<u8> {
+        format!("{HEADER}\n{P1},Female,68,Frontal,AP,,,,,,{edema},,,,,,,,\n").into_bytes()
+    }
+
+    fn edema(p: f32) -> Probabilities {
+        Probabilities::new(vec![P1.into()], vec!["Edema".into()], vec![p]).unwrap()
+    }
+
+    #[test]
+    fn mismatched_predictions_and_bad_cells_are_errors() {
+        let pol = RelabelPolicy::default();
+        let other = Probabilities::new(
+            vec!["CheXpert-v1.0-small/train/patient00009/study1/view1_frontal.jpg".into()],
+            vec!["Edema".into()],
+            vec![0.5],
+        )
+        .unwrap();
+        let e = relabel_bytes(Path::new("t.csv"), one_row(""), &other, &pol, "x").unwrap_err();
+        assert!(e.to_string().contains("match no row"), "{e}");
+        let e = relabel_bytes(Path::new("t.csv"), one_row("2.0"), &edema(0.5), &pol, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.csv:2:") && e.contains("Edema") && e.contains("2.0"),
+            "{e}"
+        );
+        let e = relabel_bytes(
+            Path::new("t.csv"),
+            b"a,b\n1,2\n".to_vec(),
+            &edema(0.5),
+            &pol,
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cannot relabel"), "{e}");
+        let mut only = pol.clone();
+        only.findings = vec!["Cardiomegaly".into()];
+        let e =
+            relabel_bytes(Path::new("t.csv"), one_row(""), &edema(0.5), &only, "x").unwrap_err();
+        assert!(e.to_string().contains("relabel.findings"), "{e}");
+        // Findings outside `findings` are left alone.
+        let p = Probabilities::new(
+            vec![P1.into()],
+            vec!["Edema".into(), "Atelectasis".into()],
+            vec![0.99, 0.99],
+        )
+        .unwrap();
+        only.findings = vec!["Atelectasis".into()];
+        let r = relabel_bytes(Path::new("t.csv"), one_row(""), &p, &only, "x").unwrap();
+        assert_eq!(r.changes.len(), 1);
+        assert_eq!(r.changes[0].finding, "Atelectasis");
+        assert_eq!(r.summary.findings.len(), 1);
+    }
+
+    #[test]
+    fn soft_values_have_four_decimals_and_hard_uses_chexpert_spelling() {
+        let mut pol = RelabelPolicy::default();
+        let r = relabel_bytes(Path::new("t.csv"), one_row(""), &edema(0.95), &pol, "x").unwrap();
+        assert_eq!(r.csv, one_row("1.0"));
+        let r = relabel_bytes(Path::new("t.csv"), one_row("-1"), &edema(0.05), &pol, "x").unwrap();
+        assert_eq!(r.csv, one_row("0.0"));
+        pol.output = Output::Soft;
+        pol.cells = Cells::Blank;
+        let r = relabel_bytes(Path::new("t.csv"), one_row(""), &edema(0.375), &pol, "ck").unwrap();
+        assert_eq!(r.csv, one_row("0.3750"));
+        assert_eq!(
+            r.changes_csv(),
+            format!(
+                "line,key,finding,old,new,probability,checkpoint\n2,{P1},Edema,,0.3750,0.375,ck\n"
+            )
+        );
+    }
+
+    #[test]
+    fn refuses_to_overwrite_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("train.csv");
+        std::fs::write(&input, one_row("")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let pol = RelabelPolicy::default();
+        let p = edema(0.95);
+        let run = |out: &Path| relabel_file(&input, &Outputs::beside(out), &p, &pol, "x");
+        let refused = |out: PathBuf| {
+            let e = run(&out).unwrap_err();
+            assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+            assert_eq!(e.exit_code(), 2);
+        };
+        refused(input.clone());
+        refused(dir.path().join("sub/../train.csv"));
+        std::os::unix::fs::symlink(&input, dir.path().join("link.csv")).unwrap();
+        refused(dir.path().join("link.csv"));
+        std::fs::hard_link(&input, dir.path().join("hard.csv")).unwrap();
+        refused(dir.path().join("hard.csv"));
+        // The companion of `train.changes` would be the input's own name... and an output whose
+        // summary or changes file is the input is refused too.
+        let alt = dir.path().join("x.changes.csv");
+        std::fs::copy(&input, &alt).unwrap();
+        let e = relabel_file(
+            &alt,
+            &Outputs::beside(&dir.path().join("x.csv")),
+            &p,
+            &pol,
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("refusing"), "{e}");
+        // Nothing was written, the input is intact.
+        assert_eq!(std::fs::read(&input).unwrap(), one_row(""));
+        assert!(!dir.path().join("x.csv").exists());
+        assert!(!dir.path().join("train.changes.csv").exists());
+    }
+
+    #[test]
+    fn writes_csv_changes_and_summary_from_gzip_input() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("train.csv.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&one_row("-1.0")).unwrap();
+        std::fs::write(&input, enc.finish().unwrap()).unwrap();
+        let out = Outputs::beside(&dir.path().join("out/relabeled.csv"));
+        let s = relabel_file(
+            &input,
+            &out,
+            &edema(0.02),
+            &RelabelPolicy::default(),
+            "run7",
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&out.csv).unwrap(), one_row("0.0"));
+        let changes =
+            std::fs::read_to_string(dir.path().join("out/relabeled.changes.csv")).unwrap();
+        assert_eq!(
+            changes.lines().nth(1).unwrap(),
+            format!("2,{P1},Edema,-1.0,0.0,0.02,run7")
+        );
+        let back: Summary =
+            serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.findings[0].transitions["-1->0"], 1);
+        let md = std::fs::read_to_string(&out.summary_md).unwrap();
+        assert!(
+            md.contains("| Edema | 1 | 1 | 1 |") && md.contains("-1→0"),
+            "{md}"
+        );
+        let e = relabel_file(
+            &input,
+            &Outputs::beside(&dir.path().join("r.csv.gz")),
+            &edema(0.02),
+            &RelabelPolicy::default(),
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("plain text"), "{e}");
+    }
+}
