@@ -4,12 +4,12 @@
 //! Given each row's predicted probabilities ([`Probabilities`]) and a [`RelabelPolicy`], write a
 //! new CSV in the input's own format (CheXpert or MIMIC-CXR labels) with only the chosen cells
 //! changed and every other byte as it was, a companion CSV of changes and a summary
-//! ([`relabel_file`]); on the noise lab, score the result against the truth ([`score`]).
+//! ([`relabel_file`]); on the noise lab, score the result against the truth ([`score::score`]).
 //!
 //! - [`policy`]: which cells may change, cut-offs, `between`, hard/soft, aggregation;
 //! - [`probs`]: the probabilities input; [`aggregate`]: study-level max/mean;
 //! - [`rawcsv`]: byte-exact field spans; [`writer`]: the relabeled CSV and its companions;
-//! - [`summary`]: changes per finding and direction; [`score`]: noise before/after vs truth.
+//! - [`summary`]: changes per finding and direction; [`mod@score`]: noise before/after vs truth.
 
 pub mod aggregate;
 pub mod policy;
