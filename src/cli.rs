@@ -105,8 +105,8 @@ pub enum Command {
     Synth(commands::synth::SynthArgs),
     /// Count blank / -1 / 0 / 1 per finding and the views of a label CSV.
     Stats(commands::stats::StatsArgs),
-    /// Train a classifier (not available yet).
-    Train(Pending),
+    /// Train a classifier with the noisy-label techniques.
+    Train(commands::train::TrainArgs),
     /// Evaluate checkpoints: AUROC with confidence intervals (not available yet).
     Eval(Pending),
     /// Predict images or a CSV with a model (not available yet).
@@ -126,10 +126,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(a) => commands::synth::run(&a),
         Command::Stats(a) => commands::stats::run(&a),
-        Command::Train(_) => Err(Error::NotAvailable(
-            "train",
-            "the training engine is issue 4",
-        )),
+        Command::Train(a) => commands::train::run(&a),
         Command::Eval(_) => Err(Error::NotAvailable(
             "eval",
             "the evaluation command is issue 5",

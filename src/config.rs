@@ -117,6 +117,13 @@ pub struct Config {
     pub out: PathBuf,
     pub data: DataConfig,
     pub loader: LoaderConfig,
+    /// The noise lab generated at `data.root` when it is absent (`data.synth_if_missing`).
+    pub synth: crate::data::synth::SynthConfig,
+    pub model: crate::train::config::ModelSection,
+    pub train: crate::train::config::TrainConfig,
+    pub augment: crate::data::augment::AugmentConfig,
+    /// The noisy-label techniques (all off by default).
+    pub noise: crate::noise::NoiseConfig,
 }
 
 impl Default for Config {
@@ -128,6 +135,11 @@ impl Default for Config {
             out: PathBuf::from("runs/default"),
             data: DataConfig::default(),
             loader: LoaderConfig::default(),
+            synth: Default::default(),
+            model: Default::default(),
+            train: Default::default(),
+            augment: Default::default(),
+            noise: Default::default(),
         }
     }
 }
@@ -177,6 +189,13 @@ impl Config {
         }
         if self.loader.prefetch == 0 {
             return Err(Error::Config("loader.prefetch must be at least 1".into()));
+        }
+        self.synth.validate()?;
+        self.train.validate()?;
+        self.augment.validate()?;
+        self.noise.validate()?;
+        if !self.model.preset.is_empty() {
+            crate::model::presets::info(&self.model.preset)?;
         }
         Ok(())
     }

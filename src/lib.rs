@@ -12,8 +12,15 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod ops;
+pub mod optim;
+pub mod loss;
+pub mod noise;
 pub mod provenance;
 pub mod relabel;
 pub mod rng;
+pub mod train;
+pub mod model;
+pub mod eval;
 
 pub use error::{Error, Result};

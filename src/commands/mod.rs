@@ -2,3 +2,4 @@
 
 pub mod stats;
 pub mod synth;
+pub mod train;

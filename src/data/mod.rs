@@ -15,6 +15,12 @@ pub mod source;
 pub mod split;
 pub mod stats;
 pub mod textfile;
+pub mod image;
+pub mod augment;
+pub mod loader;
+pub mod cache;
+pub mod bench;
+pub mod synth;
 
 pub use labels::{Observation, CHEXPERT_FINDINGS, COMPETITION_TASKS, HIERARCHY};
 pub use record::{Dataset, DatasetKind, Projection, Record, Sex, Skip, View};
