@@ -18,6 +18,7 @@ pub mod optim;
 pub mod loss;
 pub mod noise;
 pub mod provenance;
+pub mod relabel;
 pub mod rng;
 pub mod train;
 pub mod model;
