@@ -117,8 +117,8 @@ pub enum Command {
     Pipeline(Pending),
     /// Run an ablation grid (not available yet).
     Ablate(Pending),
-    /// Benchmarks (not available yet).
-    Bench(Pending),
+    /// Benchmarks against Pillow, PyTorch and scikit-learn in the same run.
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Runs a parsed command line.
@@ -135,9 +135,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Relabel(_) => Err(Error::NotAvailable("relabel", "relabeling is issue 6")),
         Command::Pipeline(_) => Err(Error::NotAvailable("pipeline", "pipelines are issue 6")),
         Command::Ablate(_) => Err(Error::NotAvailable("ablate", "ablations are issue 7")),
-        Command::Bench(_) => Err(Error::NotAvailable(
-            "bench",
-            "benchmarks land with issues 2, 5 and 8",
-        )),
+        Command::Bench(a) => commands::bench::run(&a),
     }
 }
