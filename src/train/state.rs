@@ -15,17 +15,19 @@ use crate::provenance::write_json;
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 
-/// One epoch's record.
+/// One epoch's record. Values are `f32`: they round-trip exactly through `state.json`, so a
+/// resumed run reports the same history as an uninterrupted one (serde_json's default `f64`
+/// parsing can be off by one ulp).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
     /// Mean training loss over the epoch's steps.
-    pub train_loss: f64,
+    pub train_loss: f32,
     /// Tuning-set mean AUROC over all defined findings.
-    pub tune_mean_auroc: Option<f64>,
+    pub tune_mean_auroc: Option<f32>,
     /// Tuning-set mean AUROC over the 5 competition tasks.
-    pub tune_mean_auroc_5: Option<f64>,
+    pub tune_mean_auroc_5: Option<f32>,
     /// Images that could not be read this epoch.
     pub skipped_images: usize,
 }
@@ -37,7 +39,8 @@ pub struct TrainState {
     pub epoch: usize,
     /// Optimizer steps taken.
     pub step: u64,
-    pub best_metric: Option<f64>,
+    /// Best tuning mean AUROC so far (`f32`, compared in `f32`, for the same exact round trip).
+    pub best_metric: Option<f32>,
     pub best_epoch: Option<usize>,
     /// Epochs since the best one (early stopping).
     pub bad_epochs: usize,

@@ -244,11 +244,12 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
         let metric = tune_sum.mean_all.value;
         let rec = EpochRecord {
             epoch: st.epoch,
-            train_loss,
-            tune_mean_auroc: metric,
-            tune_mean_auroc_5: tune_sum.mean_competition.value,
+            train_loss: train_loss as f32,
+            tune_mean_auroc: metric.map(|v| v as f32),
+            tune_mean_auroc_5: tune_sum.mean_competition.value.map(|v| v as f32),
             skipped_images: skipped,
         };
+        let metric = metric.map(|v| v as f32);
         let improved = match (metric, st.best_metric) {
             (Some(m), Some(b)) => m > b,
             (Some(_), None) => true,
