@@ -458,7 +458,7 @@ fn progress(len: u64, prefix: &str) -> ProgressBar {
     bar
 }
 
-fn fmt_opt(v: Option<f64>) -> String {
+fn fmt_opt(v: Option<f32>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "undefined".into())
 }
 
