@@ -29,7 +29,11 @@ pub enum Which {
     /// Training-step throughput (fwd + bwd + optimizer) against the same timm model in PyTorch.
     Train {
         /// Comma-separated presets.
-        #[arg(long, value_delimiter = ',', default_value = "resnet50,vit_b16,hybrid_r50_vit_b16")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "resnet50,vit_b16,hybrid_r50_vit_b16"
+        )]
         models: Vec<String>,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
@@ -51,8 +55,15 @@ pub enum Which {
 
 pub fn run(a: &BenchArgs) -> Result<()> {
     match &a.which {
-        Which::Data { python, n_images, format } => {
-            let mut o = crate::data::bench::DataBenchOptions { python: python.clone(), ..Default::default() };
+        Which::Data {
+            python,
+            n_images,
+            format,
+        } => {
+            let mut o = crate::data::bench::DataBenchOptions {
+                python: python.clone(),
+                ..Default::default()
+            };
             if let Some(n) = n_images {
                 o.n_images = *n;
             }
@@ -62,7 +73,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 Format::Csv => print!("{}", t.csv()),
             }
         }
-        Which::Train { models, batch_size, image_size, python, format } => {
+        Which::Train {
+            models,
+            batch_size,
+            image_size,
+            python,
+            format,
+        } => {
             let o = crate::bench::TrainBenchOptions {
                 models: models.clone(),
                 batch_size: *batch_size,

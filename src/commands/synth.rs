@@ -87,13 +87,19 @@ pub fn run(a: &SynthArgs) -> Result<()> {
     }
     let summary = generate(&cfg, &out)?;
     println!("{}", noise_table(&summary));
-    println!("noise lab written to {}", out.join(synth::generate::DIR_NAME).display());
+    println!(
+        "noise lab written to {}",
+        out.join(synth::generate::DIR_NAME).display()
+    );
     Ok(())
 }
 
 /// The measured noise of the training labels per finding, as Markdown.
 fn noise_table(s: &synth::SynthSummary) -> String {
-    let pct = |v: Option<f64>| v.map(|x| format!("{:.1}%", 100.0 * x)).unwrap_or_else(|| "—".into());
+    let pct = |v: Option<f64>| {
+        v.map(|x| format!("{:.1}%", 100.0 * x))
+            .unwrap_or_else(|| "—".into())
+    };
     let mut t = String::from(
         "| Finding | true + | -1 rate | P(true + given -1) | miss | false − | false + | P(true − given blank) |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",

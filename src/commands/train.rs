@@ -151,12 +151,18 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     cfg.validate()?;
     let o = crate::train::run(
         &cfg,
-        crate::train::RunOptions { resume: a.resume, stop_after_epoch: a.stop_after_epoch },
+        crate::train::RunOptions {
+            resume: a.resume,
+            stop_after_epoch: a.stop_after_epoch,
+        },
     )?;
     println!(
         "{}",
         crate::train::trainer::markdown_table(
-            &format!("{} — best epoch {:?} of {}, tuning set", o.preset, o.best_epoch, o.epochs_run),
+            &format!(
+                "{} — best epoch {:?} of {}, tuning set",
+                o.preset, o.best_epoch, o.epochs_run
+            ),
             &o.tune,
             None
         )
@@ -165,7 +171,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         println!(
             "{}",
             crate::train::trainer::markdown_table(
-                &format!("{} — test set (single model, {} bootstrap resamples over studies)", o.preset, cis.config.resamples),
+                &format!(
+                    "{} — test set (single model, {} bootstrap resamples over studies)",
+                    o.preset, cis.config.resamples
+                ),
                 s,
                 Some(cis)
             )

@@ -160,7 +160,10 @@ impl TrainConfig {
             return bad(format!("train.lr = {} must be a positive number", self.lr));
         }
         if !(0.0..=self.lr).contains(&self.min_lr) {
-            return bad(format!("train.min_lr = {} must be in [0, train.lr]", self.min_lr));
+            return bad(format!(
+                "train.min_lr = {} must be in [0, train.lr]",
+                self.min_lr
+            ));
         }
         if self.warmup_epochs < 0.0 || self.warmup_epochs >= self.epochs as f64 {
             return bad(format!(
@@ -169,7 +172,9 @@ impl TrainConfig {
             ));
         }
         if self.schedule == ScheduleKind::Step && (self.step_epochs == 0 || !(self.gamma > 0.0)) {
-            return bad("train.step_epochs must be ≥ 1 and train.gamma > 0 for schedule = \"step\"".into());
+            return bad(
+                "train.step_epochs must be ≥ 1 and train.gamma > 0 for schedule = \"step\"".into(),
+            );
         }
         if let Some(c) = self.clip_grad_norm {
             if !(c > 0.0) {
@@ -196,7 +201,8 @@ impl TrainConfig {
             ScheduleKind::Cosine => Schedule::WarmupCosine {
                 warmup_steps: (self.warmup_epochs * spe).round() as u64,
                 warmup_start: 0.0,
-                total_steps: ((self.epochs as f64 * spe).round() as u64).max(1 + (self.warmup_epochs * spe).round() as u64),
+                total_steps: ((self.epochs as f64 * spe).round() as u64)
+                    .max(1 + (self.warmup_epochs * spe).round() as u64),
                 min_lr: self.min_lr,
             },
             ScheduleKind::Step => Schedule::StepDecay {

@@ -78,8 +78,18 @@ pub fn load(cfg: &Config, pre: &Preprocess) -> Result<RunSets> {
             let n = ds.records.len();
             let all = (0..train_ds.records.len()).collect();
             (
-                SplitSet { name: "train", ds: Arc::new(train_ds), source: train_src, items: all },
-                SplitSet { name: "tune", ds: Arc::new(ds), source: src, items: (0..n).collect() },
+                SplitSet {
+                    name: "train",
+                    ds: Arc::new(train_ds),
+                    source: train_src,
+                    items: all,
+                },
+                SplitSet {
+                    name: "tune",
+                    ds: Arc::new(ds),
+                    source: src,
+                    items: (0..n).collect(),
+                },
             )
         }
         None => {
@@ -93,8 +103,18 @@ pub fn load(cfg: &Config, pre: &Preprocess) -> Result<RunSets> {
             );
             let ds = Arc::new(train_ds);
             (
-                SplitSet { name: "train", ds: ds.clone(), source: train_src.clone(), items: a },
-                SplitSet { name: "tune", ds, source: train_src, items: b },
+                SplitSet {
+                    name: "train",
+                    ds: ds.clone(),
+                    source: train_src.clone(),
+                    items: a,
+                },
+                SplitSet {
+                    name: "tune",
+                    ds,
+                    source: train_src,
+                    items: b,
+                },
             )
         }
     };
@@ -104,11 +124,21 @@ pub fn load(cfg: &Config, pre: &Preprocess) -> Result<RunSets> {
             let ds = read(t, cfg)?;
             let src = image_source(&ds, t, pre, cfg)?;
             let n = ds.records.len();
-            Some(SplitSet { name: "test", ds: Arc::new(ds), source: src, items: (0..n).collect() })
+            Some(SplitSet {
+                name: "test",
+                ds: Arc::new(ds),
+                source: src,
+                items: (0..n).collect(),
+            })
         }
         None => None,
     };
-    Ok(RunSets { train, tune, test, inputs })
+    Ok(RunSets {
+        train,
+        tune,
+        test,
+        inputs,
+    })
 }
 
 fn read(src: &CsvSource, cfg: &Config) -> Result<Dataset> {
@@ -129,7 +159,10 @@ fn read(src: &CsvSource, cfg: &Config) -> Result<Dataset> {
 
 /// Folder for image caches: beside the CSV when writable, else under the run's output folder.
 fn cache_dir(csv: &Path, out: &Path) -> PathBuf {
-    let beside = csv.parent().unwrap_or(Path::new(".")).join(".noisycxr-cache");
+    let beside = csv
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(".noisycxr-cache");
     if std::fs::create_dir_all(&beside).is_ok() {
         let probe = beside.join(".write-test");
         if std::fs::write(&probe, b"").is_ok() {
@@ -140,7 +173,12 @@ fn cache_dir(csv: &Path, out: &Path) -> PathBuf {
     out.join("cache")
 }
 
-fn image_source(ds: &Dataset, src: &CsvSource, pre: &Preprocess, cfg: &Config) -> Result<Arc<dyn Source>> {
+fn image_source(
+    ds: &Dataset,
+    src: &CsvSource,
+    pre: &Preprocess,
+    cfg: &Config,
+) -> Result<Arc<dyn Source>> {
     let paths: Vec<PathBuf> = (0..ds.records.len()).map(|i| ds.image_path(i)).collect();
     let g = Geometry::from(pre);
     if !cfg.loader.cache {
@@ -148,7 +186,11 @@ fn image_source(ds: &Dataset, src: &CsvSource, pre: &Preprocess, cfg: &Config) -
     }
     let dir = cache_dir(&src.csv, &cfg.out);
     std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
-    let stem = src.csv.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = src
+        .csv
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let file = dir.join(format!("{stem}-{}-{:?}.u8", g.size, g.resize).to_lowercase());
     let cache = Cache::open_or_build(&file, &paths, g, workers(cfg))?;
     if !cache.failures().is_empty() {
@@ -173,6 +215,8 @@ pub fn workers(cfg: &Config) -> usize {
     if cfg.loader.workers > 0 {
         cfg.loader.workers
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     }
 }

@@ -72,7 +72,11 @@ pub fn load_state(dir: &Path) -> Result<TrainState> {
 }
 
 /// Restores the optimizer's state from a checkpoint folder.
-pub fn load_optimizer(dir: &Path, opt: &mut dyn Optimizer, device: &candle_core::Device) -> Result<()> {
+pub fn load_optimizer(
+    dir: &Path,
+    opt: &mut dyn Optimizer,
+    device: &candle_core::Device,
+) -> Result<()> {
     let p = dir.join(OPTIMIZER_FILE);
     let tensors = candle_core::safetensors::load(&p, device)
         .map_err(|e| Error::input(&p, format!("cannot read optimizer state: {e}")))?;

@@ -108,8 +108,12 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
             findings.len()
         )));
     }
-    let rows: Vec<&[crate::data::Observation]> =
-        sets.train.items.iter().map(|&i| sets.train.labels(i)).collect();
+    let rows: Vec<&[crate::data::Observation]> = sets
+        .train
+        .items
+        .iter()
+        .map(|&i| sets.train.labels(i))
+        .collect();
     noise.fit(&rows)?;
 
     let head_only = cfg.train.head_only;
@@ -121,30 +125,43 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
     let mut st = if resuming {
         state::load_optimizer(&last_dir, opt.as_mut(), &device)?;
         let s = state::load_state(&last_dir)?;
-        eprintln!("resuming {} after epoch {} (step {})", out.display(), s.epoch, s.step);
+        eprintln!(
+            "resuming {} after epoch {} (step {})",
+            out.display(),
+            s.epoch,
+            s.step
+        );
         s
     } else {
         TrainState::default()
     };
 
     let input = if head_only {
-        Input::Features(cached_features(model.as_ref(), &sets.train, &pre, cfg, &device)?)
+        Input::Features(cached_features(
+            model.as_ref(),
+            &sets.train,
+            &pre,
+            cfg,
+            &device,
+        )?)
     } else {
-        Input::Images(Loader::new(
-            sets.train.source.clone(),
-            pre.clone(),
-            cfg.augment.clone(),
-            LoaderConfig {
-                batch_size: cfg.train.batch_size,
-                workers: sets::workers(cfg),
-                prefetch: cfg.loader.prefetch,
-                shuffle: true,
-                drop_last: sets.train.items.len() > cfg.train.batch_size,
-                strict: cfg.data.strict,
-                seed: cfg.seed,
-            },
-        )?
-        .with_items(sets.train.items.clone())?)
+        Input::Images(
+            Loader::new(
+                sets.train.source.clone(),
+                pre.clone(),
+                cfg.augment.clone(),
+                LoaderConfig {
+                    batch_size: cfg.train.batch_size,
+                    workers: sets::workers(cfg),
+                    prefetch: cfg.loader.prefetch,
+                    shuffle: true,
+                    drop_last: sets.train.items.len() > cfg.train.batch_size,
+                    strict: cfg.data.strict,
+                    seed: cfg.seed,
+                },
+            )?
+            .with_items(sets.train.items.clone())?,
+        )
     };
     let steps_per_epoch = input.n_batches(cfg);
     let schedule = cfg.train.schedule(steps_per_epoch);
@@ -166,56 +183,67 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
         cfg.device
     );
 
-    let last_epoch = opts.stop_after_epoch.unwrap_or(usize::MAX).min(cfg.train.epochs);
+    let last_epoch = opts
+        .stop_after_epoch
+        .unwrap_or(usize::MAX)
+        .min(cfg.train.epochs);
     while st.epoch < last_epoch && !st.stopped_early {
         let epoch = st.epoch as u64;
         let t0 = Instant::now();
-        let bar = progress(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, cfg.train.epochs));
+        let bar = progress(
+            steps_per_epoch as u64,
+            &format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
+        );
         let (mut loss_sum, mut n_steps, mut images, mut skipped) = (0.0f64, 0usize, 0usize, 0usize);
-        let mut step_fn = |b: usize, x: Tensor, items: &[usize], st: &mut TrainState| -> Result<()> {
-            let rows: Vec<&[crate::data::Observation]> = items.iter().map(|&i| sets.train.labels(i)).collect();
-            let samples: Vec<u64> = items.iter().map(|&i| i as u64).collect();
-            let (x, labels) = noise.prepare(&x, &rows, &samples, epoch, b as u64)?;
-            model.set_rng_step(st.step);
-            let outputs = if head_only {
-                model.head(&x)?
-            } else {
-                model.forward(&x, true)?
-            };
-            let sl = noise.loss(&outputs, &labels, epoch)?;
-            let loss = sl.total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-            if !loss.is_finite() {
-                return Err(Error::Other(format!(
+        let mut step_fn =
+            |b: usize, x: Tensor, items: &[usize], st: &mut TrainState| -> Result<()> {
+                let rows: Vec<&[crate::data::Observation]> =
+                    items.iter().map(|&i| sets.train.labels(i)).collect();
+                let samples: Vec<u64> = items.iter().map(|&i| i as u64).collect();
+                let (x, labels) = noise.prepare(&x, &rows, &samples, epoch, b as u64)?;
+                model.set_rng_step(st.step);
+                let outputs = if head_only {
+                    model.head(&x)?
+                } else {
+                    model.forward(&x, true)?
+                };
+                let sl = noise.loss(&outputs, &labels, epoch)?;
+                let loss = sl.total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                if !loss.is_finite() {
+                    return Err(Error::Other(format!(
                     "the loss became {loss} at epoch {} step {}; training stopped. The last good \
                      checkpoint is {} (lower train.lr or set train.clip_grad_norm)",
                     epoch + 1,
                     st.step,
                     last_dir.display()
                 )));
-            }
-            let mut grads = sl.total.backward()?;
-            if let Some(c) = cfg.train.clip_grad_norm {
-                let refs: Vec<&candle_core::Var> = trainable.iter().collect();
-                optim::clip::clip_grad_norm(&mut grads, &refs, c)?;
-            }
-            let lr = schedule.lr(cfg.train.lr, st.step);
-            opt.step(&grads, lr)?;
-            st.step += 1;
-            loss_sum += loss as f64;
-            n_steps += 1;
-            images += items.len();
-            let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {:.4} · {rate:.0} img/s", loss_sum / n_steps as f64));
-            bar.inc(1);
-            if st.step % cfg.train.log_every as u64 == 0 {
-                let line = serde_json::json!({
-                    "kind": "step", "epoch": epoch + 1, "step": st.step, "loss": loss,
-                    "lr": lr, "img_per_s": rate,
-                });
-                let _ = writeln!(log, "{line}");
-            }
-            Ok(())
-        };
+                }
+                let mut grads = sl.total.backward()?;
+                if let Some(c) = cfg.train.clip_grad_norm {
+                    let refs: Vec<&candle_core::Var> = trainable.iter().collect();
+                    optim::clip::clip_grad_norm(&mut grads, &refs, c)?;
+                }
+                let lr = schedule.lr(cfg.train.lr, st.step);
+                opt.step(&grads, lr)?;
+                st.step += 1;
+                loss_sum += loss as f64;
+                n_steps += 1;
+                images += items.len();
+                let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} · {rate:.0} img/s",
+                    loss_sum / n_steps as f64
+                ));
+                bar.inc(1);
+                if st.step % cfg.train.log_every as u64 == 0 {
+                    let line = serde_json::json!({
+                        "kind": "step", "epoch": epoch + 1, "step": st.step, "loss": loss,
+                        "lr": lr, "img_per_s": rate,
+                    });
+                    let _ = writeln!(log, "{line}");
+                }
+                Ok(())
+            };
         match &input {
             Input::Images(loader) => {
                 let mut ep = loader.epoch(epoch, &device);
@@ -259,7 +287,13 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
             st.best_metric = metric;
             st.best_epoch = Some(st.epoch);
             st.bad_epochs = 0;
-            checkpoint::save(&best_dir, &model_cfg, &pre, &vars, Some(format!("epoch {}", st.epoch)))?;
+            checkpoint::save(
+                &best_dir,
+                &model_cfg,
+                &pre,
+                &vars,
+                Some(format!("epoch {}", st.epoch)),
+            )?;
         } else {
             st.bad_epochs += 1;
         }
@@ -269,7 +303,13 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
             }
         }
         st.history.push(rec.clone());
-        checkpoint::save(&last_dir, &model_cfg, &pre, &vars, Some(format!("epoch {}", st.epoch)))?;
+        checkpoint::save(
+            &last_dir,
+            &model_cfg,
+            &pre,
+            &vars,
+            Some(format!("epoch {}", st.epoch)),
+        )?;
         state::save(&last_dir, opt.as_ref(), &st)?;
         let line = serde_json::json!({
             "kind": "epoch", "epoch": st.epoch, "train_loss": train_loss,
@@ -286,7 +326,11 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
             fmt_opt(metric),
             fmt_opt(rec.tune_mean_auroc_5),
             if improved { ", best so far" } else { "" },
-            if st.stopped_early { "; early stop (train.patience)" } else { "" }
+            if st.stopped_early {
+                "; early stop (train.patience)"
+            } else {
+                ""
+            }
         );
     }
 
@@ -298,7 +342,11 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
             let (s, preds) = evaluate(best.model.as_ref(), &noise, t, &pre, cfg, &device)?;
             let cis = bootstrap_cis(
                 &preds,
-                &BootstrapConfig { resamples: cfg.train.bootstrap.max(1), seed: cfg.seed, ..Default::default() },
+                &BootstrapConfig {
+                    resamples: cfg.train.bootstrap.max(1),
+                    seed: cfg.seed,
+                    ..Default::default()
+                },
             )?;
             Some((s, cis))
         }
@@ -335,8 +383,15 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
 
 /// A freshly initialised model for `cfg` (pretrained weights imported when configured); its
 /// head width follows the uncertainty policy's layout.
-fn new_model(cfg: &Config, dtype: DType, device: &Device) -> Result<(Box<dyn Classifier>, ModelVars, ModelConfig, Preprocess)> {
-    let findings: Vec<String> = crate::data::CHEXPERT_FINDINGS.iter().map(|s| s.to_string()).collect();
+fn new_model(
+    cfg: &Config,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Box<dyn Classifier>, ModelVars, ModelConfig, Preprocess)> {
+    let findings: Vec<String> = crate::data::CHEXPERT_FINDINGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let probe = Noise::new(&cfg.noise, &findings, cfg.seed)?;
     let model_cfg = cfg.model.model_config(cfg.size, probe.layout().width())?;
     let pre = model_cfg.preprocess()?;
@@ -378,12 +433,26 @@ impl FeatureCache {
     fn batches(&self, cfg: &Config, epoch: u64) -> Vec<Vec<usize>> {
         use rand::seq::SliceRandom;
         let mut order: Vec<usize> = (0..self.items.len()).collect();
-        order.shuffle(&mut crate::rng::keyed(cfg.seed, crate::rng::Stream::Shuffle, epoch, 0));
-        order.chunks(cfg.train.batch_size).map(|c| c.to_vec()).collect()
+        order.shuffle(&mut crate::rng::keyed(
+            cfg.seed,
+            crate::rng::Stream::Shuffle,
+            epoch,
+            0,
+        ));
+        order
+            .chunks(cfg.train.batch_size)
+            .map(|c| c.to_vec())
+            .collect()
     }
 }
 
-fn cached_features(model: &dyn Classifier, split: &SplitSet, pre: &Preprocess, cfg: &Config, device: &Device) -> Result<FeatureCache> {
+fn cached_features(
+    model: &dyn Classifier,
+    split: &SplitSet,
+    pre: &Preprocess,
+    cfg: &Config,
+    device: &Device,
+) -> Result<FeatureCache> {
     let loader = eval_loader(split, pre, cfg)?;
     let bar = progress(loader.batches(0).len() as u64, "backbone features");
     let mut feats = Vec::new();
@@ -395,7 +464,10 @@ fn cached_features(model: &dyn Classifier, split: &SplitSet, pre: &Preprocess, c
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(FeatureCache { features: Tensor::cat(&feats, 0)?, items })
+    Ok(FeatureCache {
+        features: Tensor::cat(&feats, 0)?,
+        items,
+    })
 }
 
 fn eval_loader(split: &SplitSet, pre: &Preprocess, cfg: &Config) -> Result<Loader> {
@@ -440,9 +512,16 @@ pub fn evaluate(
         items.extend(batch.items);
     }
     if !ep.skipped().is_empty() {
-        eprintln!("{} set: {} images could not be read and were left out", split.name, ep.skipped().len());
+        eprintln!(
+            "{} set: {} images could not be read and were left out",
+            split.name,
+            ep.skipped().len()
+        );
     }
-    let view = SplitSet { items, ..split.clone() };
+    let view = SplitSet {
+        items,
+        ..split.clone()
+    };
     let preds = view.predictions(probs)?;
     Ok((summarize(&preds), preds))
 }
@@ -459,12 +538,15 @@ fn progress(len: u64, prefix: &str) -> ProgressBar {
 }
 
 fn fmt_opt(v: Option<f32>) -> String {
-    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "undefined".into())
+    v.map(|x| format!("{x:.4}"))
+        .unwrap_or_else(|| "undefined".into())
 }
 
 /// A Markdown table of a summary with CIs: finding, AUROC [95% CI], AP, n+, n−.
 pub fn markdown_table(title: &str, s: &Summary, cis: Option<&BootstrapCis>) -> String {
-    let mut t = format!("## {title}\n\n| Finding | AUROC [95% CI] | AP | n+ | n− |\n|---|---|---:|---:|---:|\n");
+    let mut t = format!(
+        "## {title}\n\n| Finding | AUROC [95% CI] | AP | n+ | n− |\n|---|---|---:|---:|---:|\n"
+    );
     for (k, f) in s.per_finding.iter().enumerate() {
         let ci = cis
             .and_then(|c| c.per_finding.get(k))
@@ -474,21 +556,35 @@ pub fn markdown_table(title: &str, s: &Summary, cis: Option<&BootstrapCis>) -> S
         t.push_str(&format!(
             "| {} | {}{} | {} | {} | {} |\n",
             f.finding,
-            f.auroc.map(|a| format!("{a:.3}")).unwrap_or_else(|| "undefined".into()),
+            f.auroc
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "undefined".into()),
             ci,
-            f.ap.map(|a| format!("{a:.3}")).unwrap_or_else(|| "—".into()),
+            f.ap.map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "—".into()),
             f.n_pos,
             f.n_neg
         ));
     }
     for (name, m, ci) in [
-        ("MEAN (5 competition tasks)", &s.mean_competition, cis.and_then(|c| c.mean_competition.as_ref())),
-        ("MEAN (all defined findings)", &s.mean_all, cis.and_then(|c| c.mean_all.as_ref())),
+        (
+            "MEAN (5 competition tasks)",
+            &s.mean_competition,
+            cis.and_then(|c| c.mean_competition.as_ref()),
+        ),
+        (
+            "MEAN (all defined findings)",
+            &s.mean_all,
+            cis.and_then(|c| c.mean_all.as_ref()),
+        ),
     ] {
         t.push_str(&format!(
             "| **{name}** | **{}**{} | | | |\n",
-            m.value.map(|a| format!("{a:.3}")).unwrap_or_else(|| "undefined".into()),
-            ci.map(|i| format!(" [{:.3}, {:.3}]", i.lo, i.hi)).unwrap_or_default()
+            m.value
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "undefined".into()),
+            ci.map(|i| format!(" [{:.3}, {:.3}]", i.lo, i.hi))
+                .unwrap_or_default()
         ));
     }
     t
