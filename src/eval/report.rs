@@ -347,8 +347,8 @@ pub fn markdown(r: &EvalReport) -> String {
     if let Some(op) = &r.operating_points {
         let _ = writeln!(
             s,
-            "\n## Operating points (thresholds chosen on the tuning set, {:?})\n",
-            op.criterion
+            "\n## Operating points (thresholds chosen on the tuning set by {})\n",
+            op.criterion.name()
         );
         let _ = writeln!(
             s,
@@ -659,6 +659,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("## Comparison: run-a vs run-b"), "{md}");
+        assert!(md.contains("tuning set by max F1"), "{md}");
         let back: EvalReport =
             serde_json::from_str(&std::fs::read_to_string(&w.metrics_json).unwrap()).unwrap();
         assert_eq!(

@@ -36,6 +36,15 @@ impl Criterion {
         }
     }
 
+    /// Name for reports: `max F1`, `max MCC`, `Youden's J`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::MaxF1 => "max F1",
+            Criterion::MaxMcc => "max MCC",
+            Criterion::Youden => "Youden's J",
+        }
+    }
+
     /// Value of the criterion at a confusion matrix; `None` where undefined.
     pub fn value(self, c: &Confusion) -> Option<f64> {
         match self {
