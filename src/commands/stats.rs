@@ -27,6 +27,7 @@ pub fn run(a: &StatsArgs) -> Result<()> {
         srcs.push(CsvSource {
             csv: csv.clone(),
             images: source::default_image_root(csv)?,
+            split: None,
         });
     }
     if srcs.is_empty() {

@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::chexpert::{self, Layout};
+use super::mimic::{self, MimicFiles};
+use super::nih::{self, NihFiles};
+use super::official::OfficialSplit;
 use super::record::Dataset;
+use super::textfile;
 use crate::config::{DataConfig, DatasetFormat};
 use crate::error::{Error, Result};
 
@@ -13,6 +17,8 @@ use crate::error::{Error, Result};
 pub struct CsvSource {
     pub csv: PathBuf,
     pub images: PathBuf,
+    /// Official split to keep (MIMIC-CXR, NIH); `None` reads every row.
+    pub split: Option<OfficialSplit>,
 }
 
 /// Which CSVs a run uses.
@@ -25,8 +31,11 @@ pub struct Sources {
     pub test: Option<CsvSource>,
 }
 
-/// Resolves the CSVs named by `cfg`: `--csv/--images` directly, otherwise inside the dataset
-/// root (`CheXpert-v1.0-small/` layout).
+/// Resolves the CSVs named by `cfg`: `--csv/--images` directly (every row, no official split),
+/// otherwise inside the dataset root: CheXpert's `CheXpert-v1.0-small/` layout with the
+/// configured CSV names; MIMIC-CXR-JPG's and NIH's release files under their own names
+/// (`train_csv`/`tune_csv`/`test_csv` do not apply) with the official split — MIMIC
+/// train/validate/test, NIH train_val/test with tuning carved out of train.
 pub fn resolve(cfg: &DataConfig) -> Result<Sources> {
     if let Some(csv) = &cfg.csv {
         let images = match &cfg.images {
@@ -37,6 +46,7 @@ pub fn resolve(cfg: &DataConfig) -> Result<Sources> {
             train: CsvSource {
                 csv: csv.clone(),
                 images,
+                split: None,
             },
             tune: None,
             test: None,
@@ -48,6 +58,7 @@ pub fn resolve(cfg: &DataConfig) -> Result<Sources> {
             let src = |name: &str| CsvSource {
                 csv: layout.csv(name),
                 images: layout.root.clone(),
+                split: None,
             };
             let optional = |name: &Option<String>| -> Result<Option<CsvSource>> {
                 match name {
@@ -72,9 +83,54 @@ pub fn resolve(cfg: &DataConfig) -> Result<Sources> {
                 test: optional(&cfg.test_csv)?,
             })
         }
-        other => Err(Error::Config(format!(
-            "data.format = {other:?} needs --csv FILE (and --images ROOT) for now"
-        ))),
+        DatasetFormat::Mimic => {
+            let files = MimicFiles::locate(&cfg.root)?;
+            if files.split.is_none() {
+                return Err(Error::input(
+                    &cfg.root,
+                    format!(
+                        "no {}(.gz) here; the official split is needed to tell train from \
+                         test. Copy it in, or pass --csv FILE to read every row",
+                        mimic::SPLIT_CSV
+                    ),
+                ));
+            }
+            let src = |s| CsvSource {
+                csv: files.labels.clone(),
+                images: cfg.root.clone(),
+                split: Some(s),
+            };
+            Ok(Sources {
+                train: src(OfficialSplit::Train),
+                tune: Some(src(OfficialSplit::Validate)),
+                test: Some(src(OfficialSplit::Test)),
+            })
+        }
+        DatasetFormat::Nih => {
+            let files = NihFiles::locate(&cfg.root)?;
+            if files.train_val_list.is_none() || files.test_list.is_none() {
+                return Err(Error::input(
+                    &cfg.root,
+                    format!(
+                        "{} and {} must lie beside {}; the official split is needed to tell \
+                         train from test. Copy them in, or pass --csv FILE to read every row",
+                        nih::TRAIN_VAL_LIST,
+                        nih::TEST_LIST,
+                        files.entries.display()
+                    ),
+                ));
+            }
+            let src = |s| CsvSource {
+                csv: files.entries.clone(),
+                images: cfg.root.clone(),
+                split: Some(s),
+            };
+            Ok(Sources {
+                train: src(OfficialSplit::Train),
+                tune: None,
+                test: Some(src(OfficialSplit::Test)),
+            })
+        }
     }
 }
 
@@ -107,7 +163,7 @@ pub fn default_image_root(csv: &Path) -> Result<PathBuf> {
 }
 
 fn first_data_field(csv: &Path) -> Result<Option<String>> {
-    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let text = read_text(csv)?;
     Ok(text
         .lines()
         .nth(1)
@@ -119,7 +175,7 @@ fn first_data_field(csv: &Path) -> Result<Option<String>> {
 /// (`subject_id` + `study_id` + findings), NIH's `Data_Entry_2017.csv` (`Image Index` +
 /// `Finding Labels`).
 pub fn detect(csv: &Path) -> Result<DatasetFormat> {
-    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let text = read_text(csv)?;
     let header = text
         .lines()
         .next()
@@ -148,13 +204,24 @@ pub fn detect(csv: &Path) -> Result<DatasetFormat> {
     }
 }
 
-/// Reads one CSV with the reader for its format.
+/// A CSV's text, gunzipped if need be (MIMIC's files ship as `.csv.gz`).
+fn read_text(csv: &Path) -> Result<String> {
+    String::from_utf8(textfile::read_bytes(csv)?)
+        .map_err(|_| Error::input(csv, "not UTF-8 text; is this really a CSV file?"))
+}
+
+/// Reads one CSV with the reader for its format. MIMIC finds its metadata and split files
+/// beside the labels CSV, NIH its split lists beside `Data_Entry_2017.csv`.
 pub fn read(src: &CsvSource, format: DatasetFormat) -> Result<Dataset> {
     match format {
-        DatasetFormat::Chexpert => chexpert::read(&src.csv, &src.images),
-        other => Err(Error::input(
-            &src.csv,
-            format!("the {other:?} reader is not available in this build yet"),
-        )),
+        DatasetFormat::Chexpert => match src.split {
+            None => chexpert::read(&src.csv, &src.images),
+            Some(s) => Err(Error::input(
+                &src.csv,
+                format!("CheXpert has no official split file; cannot select {s:?}"),
+            )),
+        },
+        DatasetFormat::Mimic => mimic::read(&MimicFiles::beside(&src.csv)?, &src.images, src.split),
+        DatasetFormat::Nih => nih::read(&NihFiles::beside(&src.csv), &src.images, src.split),
     }
 }
