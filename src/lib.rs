@@ -12,13 +12,13 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod error;
-pub mod eval;
-pub mod loss;
-pub mod model;
-pub mod noise;
 pub mod ops;
 pub mod optim;
+pub mod loss;
+pub mod noise;
 pub mod provenance;
 pub mod rng;
+pub mod model;
+pub mod eval;
 
 pub use error::{Error, Result};

@@ -43,21 +43,13 @@ pub struct Loaded {
 
 /// Writes `dir/model.safetensors` and `dir/model.json` (creating `dir`; each file is written
 /// to a temporary name and renamed, so a crash never leaves a half-written checkpoint).
-pub fn save(
-    dir: &Path,
-    model: &ModelConfig,
-    preprocess: &Preprocess,
-    vars: &ModelVars,
-    note: Option<String>,
-) -> Result<()> {
+pub fn save(dir: &Path, model: &ModelConfig, preprocess: &Preprocess, vars: &ModelVars, note: Option<String>) -> Result<()> {
     model.validate()?;
     preprocess.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
-        vars.named_tensors().into_iter().collect();
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = vars.named_tensors().into_iter().collect();
     let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    candle_core::safetensors::save(&tensors, &tmp)
-        .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
     let dst = dir.join(WEIGHTS_FILE);
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
     let meta = CheckpointMeta {
@@ -66,8 +58,7 @@ pub fn save(
         preprocess: preprocess.clone(),
         note,
     };
-    let json = serde_json::to_string_pretty(&meta)
-        .map_err(|e| Error::Other(format!("model.json: {e}")))?;
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Other(format!("model.json: {e}")))?;
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
     let dst = dir.join(META_FILE);
@@ -79,23 +70,12 @@ pub fn save(
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let p = dir.join(META_FILE);
     let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .map_err(|e| Error::input(&p, format!("not a noisycxr model.json: {e}")))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::input(&p, format!("not a noisycxr model.json: {e}")))?;
     if meta.format != FORMAT {
-        return Err(Error::input(
-            &p,
-            format!(
-                "checkpoint format {} is not supported (expected {FORMAT})",
-                meta.format
-            ),
-        ));
+        return Err(Error::input(&p, format!("checkpoint format {} is not supported (expected {FORMAT})", meta.format)));
     }
-    meta.model
-        .validate()
-        .map_err(|e| Error::input(&p, e.to_string()))?;
-    meta.preprocess
-        .validate()
-        .map_err(|e| Error::input(&p, e.to_string()))?;
+    meta.model.validate().map_err(|e| Error::input(&p, e.to_string()))?;
+    meta.preprocess.validate().map_err(|e| Error::input(&p, e.to_string()))?;
     Ok(meta)
 }
 
@@ -109,8 +89,7 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded> {
     if !wpath.exists() {
         return Err(Error::input(&wpath, "checkpoint weights missing"));
     }
-    let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu)
-        .map_err(|e| Error::input(&wpath, e.to_string()))?;
+    let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu).map_err(|e| Error::input(&wpath, e.to_string()))?;
     let want = vars.named_tensors();
     let mut problems = Vec::new();
     for k in want.keys() {
@@ -121,20 +100,14 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded> {
     for (k, t) in &tensors {
         match vars.get(k) {
             None => problems.push(format!("unexpected {k}")),
-            Some(v) if v.dims() != t.dims() => {
-                problems.push(format!("{k}: file {:?}, model {:?}", t.dims(), v.dims()))
-            }
+            Some(v) if v.dims() != t.dims() => problems.push(format!("{k}: file {:?}, model {:?}", t.dims(), v.dims())),
             Some(v) => v.set(&t.to_dtype(v.dtype())?.to_device(device)?)?,
         }
     }
     if !problems.is_empty() {
         return Err(Error::input(
             &wpath,
-            format!(
-                "does not match its model.json ({}): {}",
-                meta.model.preset,
-                problems.join("; ")
-            ),
+            format!("does not match its model.json ({}): {}", meta.model.preset, problems.join("; ")),
         ));
     }
     Ok(Loaded { model, vars, meta })
@@ -151,19 +124,10 @@ mod tests {
         let cfg = ModelConfig::new("resnet_tiny", 14);
         let vars = ModelVars::new(5, DType::F32, &Device::Cpu);
         let model = build(&cfg, &vars)?;
-        let x = Tensor::arange(0f32, (4 * 64 * 64) as f32, &Device::Cpu)?
-            .reshape((4, 1, 64, 64))?
-            .affine(1e-4, -0.5)?
-            .sin()?;
+        let x = Tensor::arange(0f32, (4 * 64 * 64) as f32, &Device::Cpu)?.reshape((4, 1, 64, 64))?.affine(1e-4, -0.5)?.sin()?;
         model.forward(&x, true)?; // moves the running statistics away from 0 / 1
         let want = model.forward(&x, false)?;
-        save(
-            dir.path(),
-            &cfg,
-            &cfg.preprocess()?,
-            &vars,
-            Some("step 1".into()),
-        )?;
+        save(dir.path(), &cfg, &cfg.preprocess()?, &vars, Some("step 1".into()))?;
         let l = load(dir.path(), DType::F32, &Device::Cpu)?;
         assert_eq!(l.meta.model, cfg);
         assert_eq!(l.meta.preprocess.channels, 1);
@@ -173,19 +137,9 @@ mod tests {
         // A checkpoint whose json names another preset fails loudly.
         let mut meta = read_meta(dir.path())?;
         meta.model.preset = "vit_tiny".into();
-        std::fs::write(
-            dir.path().join(META_FILE),
-            serde_json::to_string(&meta).unwrap(),
-        )
-        .unwrap();
-        let e = load(dir.path(), DType::F32, &Device::Cpu)
-            .err()
-            .expect("mismatch")
-            .to_string();
-        assert!(
-            e.contains("does not match") && e.contains("vit_tiny"),
-            "{e}"
-        );
+        std::fs::write(dir.path().join(META_FILE), serde_json::to_string(&meta).unwrap()).unwrap();
+        let e = load(dir.path(), DType::F32, &Device::Cpu).err().expect("mismatch").to_string();
+        assert!(e.contains("does not match") && e.contains("vit_tiny"), "{e}");
         Ok(())
     }
 }

@@ -20,12 +20,7 @@ pub enum Output {
 ///
 /// # Shapes
 /// `x`: `[N, C, H, W]` (already preprocessed) → `[N, K]`
-pub fn predict(
-    model: &dyn Classifier,
-    x: &Tensor,
-    output: Output,
-    batch_size: usize,
-) -> Result<Tensor> {
+pub fn predict(model: &dyn Classifier, x: &Tensor, output: Output, batch_size: usize) -> Result<Tensor> {
     let (n, _, _, _) = x.dims4()?;
     if n == 0 {
         return Err(Error::Other("predict: empty batch".into()));
@@ -35,9 +30,7 @@ pub fn predict(
     let mut i = 0;
     while i < n {
         let m = bs.min(n - i);
-        let logits = model
-            .forward(&x.narrow(0, i, m)?, false)?
-            .to_dtype(DType::F32)?;
+        let logits = model.forward(&x.narrow(0, i, m)?, false)?.to_dtype(DType::F32)?;
         outs.push(match output {
             Output::Logits => logits,
             Output::Probabilities => candle_nn::ops::sigmoid(&logits)?,
@@ -67,10 +60,7 @@ mod tests {
     fn probabilities_are_sigmoid_of_logits_and_chunking_does_not_change_results() -> Result<()> {
         let vars = ModelVars::new(1, DType::F32, &Device::Cpu);
         let model = build(&ModelConfig::new("vit_tiny", 3), &vars)?;
-        let x = Tensor::arange(0f32, (5 * 64 * 64) as f32, &Device::Cpu)?
-            .reshape((5, 1, 64, 64))?
-            .affine(1e-3, 0.0)?
-            .cos()?;
+        let x = Tensor::arange(0f32, (5 * 64 * 64) as f32, &Device::Cpu)?.reshape((5, 1, 64, 64))?.affine(1e-3, 0.0)?.cos()?;
         let l = predict(model.as_ref(), &x, Output::Logits, 2)?;
         let l5 = predict(model.as_ref(), &x, Output::Logits, 5)?;
         assert_eq!(l.dims(), &[5, 3]);
