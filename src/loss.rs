@@ -13,7 +13,7 @@
 //! Targets, masks and weights are cast to the logits' dtype, and every op stays on the logits'
 //! device: nothing here is CPU- or f32-specific.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::error::{Error, Result};
 
@@ -167,13 +167,15 @@ pub fn chestxray8_weights(targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
 /// `f32` copy of a tensor, flattened (host side; for tests).
 #[cfg(test)]
 pub(crate) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(t.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
     use serde_json::Value;
 
     fn fixture(name: &str) -> Value {

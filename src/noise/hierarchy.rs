@@ -56,6 +56,9 @@ impl HierarchyConfig {
 /// A loss term added to the reduced per-element loss (the small trait the hierarchy
 /// consistency term implements).
 pub trait LossTerm {
+    /// Whether the term is switched on (callers may skip computing its input otherwise).
+    fn is_active(&self) -> bool;
+
     /// The term for predicted probabilities, or `None` when switched off.
     ///
     /// # Shapes
@@ -247,6 +250,10 @@ impl Hierarchy {
 }
 
 impl LossTerm for Hierarchy {
+    fn is_active(&self) -> bool {
+        self.weight > 0.0
+    }
+
     fn term(&self, probs: &Tensor) -> Result<Option<Tensor>> {
         if self.weight == 0.0 {
             return Ok(None);

@@ -199,7 +199,13 @@ impl Noise {
         }
         let w = w.detach();
         let data = reduce(&el, &labels.mask, Some(&w))?;
-        let hierarchy = self.hierarchy.term(&self.probabilities(outputs)?)?;
+        // The consistency term reads the reported probabilities (marginals under conditional
+        // training).
+        let hierarchy = if self.hierarchy.is_active() {
+            self.hierarchy.term(&self.probabilities(outputs)?)?
+        } else {
+            None
+        };
         let total = match &hierarchy {
             Some(h) => (&data + h)?,
             None => data.clone(),

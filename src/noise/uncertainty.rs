@@ -1,11 +1,13 @@
 //! Uncertainty policies: raw observations → targets and mask.
 //!
-//! | raw cell          | U-Ignore | U-Zeros | U-Ones | U-LSR      | U-LSR-Ones     | U-LSR-Zeros  | U-MultiClass    |
-//! |-------------------|----------|---------|--------|------------|----------------|--------------|-----------------|
-//! | positive (`1.0`)  | 1        | 1       | 1      | 1          | 1              | 1            | class positive  |
-//! | negative (`0.0`)  | 0        | 0       | 0      | 0          | 0              | 0            | class negative  |
-//! | uncertain (`-1.0`)| masked   | 0       | 1      | `lsr_value`| U(0.55, 0.85)  | U(0, 0.3)    | class uncertain |
-//! | blank             | per `blank`: negative (0 / class negative) or missing (masked)                       |||||||
+//! | raw cell           | U-Ignore | U-Zeros | U-Ones | U-LSR       | U-LSR-Ones    | U-LSR-Zeros | U-MultiClass    |
+//! |--------------------|----------|---------|--------|-------------|---------------|-------------|-----------------|
+//! | positive (`1.0`)   | 1        | 1       | 1      | 1           | 1             | 1           | class positive  |
+//! | negative (`0.0`)   | 0        | 0       | 0      | 0           | 0             | 0           | class negative  |
+//! | uncertain (`-1.0`) | masked   | 0       | 1      | `lsr_value` | U(0.55, 0.85) | U(0, 0.3)   | class uncertain |
+//!
+//! A blank (not mentioned) cell follows the separate `blank` switch under every policy:
+//! `"negative"` (default) → 0 / class negative, in the loss; `"missing"` → masked.
 //!
 //! - U-LSR with a fixed value (default 0.5, the design card's "uncertain → 0.5").
 //! - U-LSR-Ones / U-LSR-Zeros draw a fresh target per sample, finding and epoch from
@@ -14,8 +16,8 @@
 //!   configurable.
 //! - U-MultiClass trains three outputs per finding (see [`super::layout`]); the reported
 //!   probability is the softmax over positive vs negative.
-//! - `blank = "negative"` (default): not mentioned = negative. `blank = "missing"`: masked —
-//!   and then MentorNet-style reweighting may admit blanks back as down-weighted negatives.
+//! - With `blank = "missing"`, MentorNet-style reweighting may admit blanks back as
+//!   down-weighted negatives (see [`super::mentor`]).
 //! - A masked cell always carries the negative target (0, or class negative).
 //!
 //! One default policy plus per-finding overrides by finding name:
