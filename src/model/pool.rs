@@ -1,0 +1,346 @@
+//! Pooling with a backward pass for every kernel / stride. candle's `max_pool2d` backward only
+//! works when kernel == stride (ResNet's 3×3 stride-2 stem pool is not).
+//!
+//! Max pooling has two implementations with the same semantics:
+//! - CPU, F32: a custom op ([`MaxPool2dOp`]) with a direct forward and a backward that sends
+//!   each output's gradient to the first maximum of its window (PyTorch's rule), in parallel
+//!   over planes.
+//! - any other device / dtype: composed from `narrow` / `reshape` / `maximum`, separably over
+//!   height then width (the 2-D window max equals the max of the 1-D maxima). At exact ties the
+//!   gradient is shared between the tied inputs (candle's `maximum` rule). Ties do not occur
+//!   with real-valued inputs except where ReLU zeroed them, whose gradient is zero anyway.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::layers::same_padding;
+use crate::error::{Error, Result};
+
+/// Padding of a pooling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolPad {
+    /// Implicit −∞ padding of this many pixels on each side (PyTorch `MaxPool2d(padding=p)`).
+    Fixed(usize),
+    /// Dynamic "SAME" padding with −∞ (timm's `MaxPool2dSame`): output `ceil(size / stride)`.
+    Same,
+}
+
+fn neg_inf_like(x: &Tensor, dim: usize, len: usize) -> Result<Tensor> {
+    let mut shape = x.dims().to_vec();
+    shape[dim] = len;
+    Ok(Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?)
+}
+
+/// Max over windows of `k` with stride `s` along `dim`, after −∞ padding `(before, after)`.
+fn max_pool_1d(x: &Tensor, dim: usize, k: usize, s: usize, pad: (usize, usize)) -> Result<Tensor> {
+    let l = x.dim(dim)?;
+    let lp = l + pad.0 + pad.1;
+    if lp < k || k == 0 || s == 0 {
+        return Err(Error::Other(format!(
+            "max pool: window {k} (stride {s}) does not fit a side of {l} (+{} / +{} padding)",
+            pad.0, pad.1
+        )));
+    }
+    let out = (lp - k) / s + 1;
+    let need = k - 1 + s * out;
+    let extra = need.saturating_sub(lp);
+    let mut parts = Vec::with_capacity(3);
+    if pad.0 > 0 {
+        parts.push(neg_inf_like(x, dim, pad.0)?);
+    }
+    parts.push(x.clone());
+    if pad.1 + extra > 0 {
+        parts.push(neg_inf_like(x, dim, pad.1 + extra)?);
+    }
+    let xp = if parts.len() == 1 {
+        x.clone()
+    } else {
+        Tensor::cat(&parts, dim)?
+    };
+    let mut acc: Option<Tensor> = None;
+    for j in 0..k {
+        let mut v = xp.narrow(dim, j, s * out)?;
+        if s > 1 {
+            let mut dims = v.dims().to_vec();
+            dims[dim] = out;
+            dims.insert(dim + 1, s);
+            v = v.reshape(dims)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?;
+        }
+        acc = Some(match acc {
+            None => v,
+            Some(a) => a.maximum(&v)?,
+        });
+    }
+    acc.ok_or_else(|| Error::Other("max pool with an empty window".into()))
+}
+
+/// 2-D max pooling with a square window, PyTorch floor mode.
+///
+/// # Shapes
+/// `[N, C, H, W]` → `[N, C, H', W']`, `H' = (H + 2p - k) / s + 1` (`Fixed(p)`) or
+/// `ceil(H / s)` (`Same`).
+pub fn max_pool2d(x: &Tensor, k: usize, s: usize, pad: PoolPad) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (ph, pw) = match pad {
+        PoolPad::Fixed(p) => ((p, p), (p, p)),
+        PoolPad::Same => (same_padding(h, k, s, 1), same_padding(w, k, s, 1)),
+    };
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let op = MaxPool2dOp::new(h, w, k, s, ph.0, pw.0, ph.1, pw.1)?;
+        return Ok(x.apply_op1(op)?);
+    }
+    max_pool2d_composed(x, k, s, ph, pw)
+}
+
+/// The device-independent composition (see the module docs).
+pub fn max_pool2d_composed(
+    x: &Tensor,
+    k: usize,
+    s: usize,
+    ph: (usize, usize),
+    pw: (usize, usize),
+) -> Result<Tensor> {
+    let y = max_pool_1d(x, 2, k, s, ph)?;
+    max_pool_1d(&y, 3, k, s, pw)
+}
+
+/// CPU F32 max pooling with −∞ padding `(top, left)` (bottom / right padding only widens the
+/// output count); backward via [`MaxPool2dBwdOp`].
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool2dOp {
+    k: usize,
+    s: usize,
+    pt: usize,
+    pl: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl MaxPool2dOp {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        pt: usize,
+        pl: usize,
+        pb: usize,
+        pr: usize,
+    ) -> Result<Self> {
+        if k == 0 || s == 0 || h + pt + pb < k || w + pl + pr < k || pt >= k || pl >= k {
+            return Err(Error::Other(format!(
+                "max pool: window {k} (stride {s}) does not fit {h}x{w} with padding ({pt},{pl},{pb},{pr})"
+            )));
+        }
+        Ok(MaxPool2dOp {
+            k,
+            s,
+            pt,
+            pl,
+            oh: (h + pt + pb - k) / s + 1,
+            ow: (w + pl + pr - k) / s + 1,
+        })
+    }
+
+    /// Index (within the plane) of the first maximum of output `(oy, ox)`'s window.
+    #[inline]
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> Option<usize> {
+        let y0 = (oy * self.s) as isize - self.pt as isize;
+        let x0 = (ox * self.s) as isize - self.pl as isize;
+        let mut best: Option<(usize, f32)> = None;
+        for dy in 0..self.k as isize {
+            let y = y0 + dy;
+            if y < 0 || y >= h as isize {
+                continue;
+            }
+            for dx in 0..self.k as isize {
+                let x = x0 + dx;
+                if x < 0 || x >= w as isize {
+                    continue;
+                }
+                let i = y as usize * w + x as usize;
+                let v = plane[i];
+                match best {
+                    Some((_, b)) if !(v > b || v.is_nan()) => {}
+                    _ => best = Some((i, v)),
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("max pool: {what} must be contiguous"),
+    }
+}
+
+impl CustomOp1 for MaxPool2dOp {
+    fn name(&self) -> &'static str {
+        "noisycxr-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = contiguous_f32(s, l, "input")?;
+        let (oh, ow) = (self.oh, self.ow);
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    o[oy * ow + ox] = match self.argmax(plane, h, w, oy, ox) {
+                        Some(i) => plane[i],
+                        None => f32::NEG_INFINITY,
+                    };
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let g = arg
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPool2dBwdOp(*self))?;
+        Ok(Some(g))
+    }
+}
+
+/// Gradient of [`MaxPool2dOp`]: `(input, grad_out)` → `grad_in`.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool2dBwdOp(MaxPool2dOp);
+
+impl CustomOp2 for MaxPool2dBwdOp {
+    fn name(&self) -> &'static str {
+        "noisycxr-max-pool2d-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = &self.0;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let x = contiguous_f32(s1, l1, "input")?;
+        let g = contiguous_f32(s2, l2, "gradient")?;
+        let (oh, ow) = (op.oh, op.ow);
+        if g.len() != n * c * oh * ow {
+            candle_core::bail!(
+                "max pool backward: gradient has {} values, expected {}",
+                g.len(),
+                n * c * oh * ow
+            )
+        }
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w).enumerate().for_each(|(p, gi)| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            let go = &g[p * oh * ow..(p + 1) * oh * ow];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    if let Some(i) = op.argmax(plane, h, w, oy, ox) {
+                        gi[i] += go[oy * ow + ox];
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+    }
+}
+
+/// Average pooling with window = stride = `k` (floor mode: trailing rows / columns that do not
+/// fill a window are dropped, as PyTorch's `AvgPool2d(k, k)`).
+///
+/// # Shapes
+/// `[N, C, H, W]` → `[N, C, H / k, W / k]`
+pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / k, w / k);
+    if ho == 0 || wo == 0 {
+        return Err(Error::Other(format!(
+            "avg pool: window {k} larger than input {h}x{w}"
+        )));
+    }
+    let x = x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?;
+    let dtype = x.dtype();
+    let y = x
+        .to_dtype(DType::F32)?
+        .reshape((n, c, ho, k, wo, k))?
+        .mean((3, 5))?;
+    Ok(y.to_dtype(dtype)?)
+}
+
+/// Global average pooling.
+///
+/// # Shapes
+/// `[N, C, H, W]` → `[N, C]`
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    Ok(x.to_dtype(DType::F32)?.mean((2, 3))?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn grads_of(x: &Var, y: &Tensor) -> Result<Vec<f32>> {
+        let w = Tensor::arange(0f32, y.elem_count() as f32, &Device::Cpu)?
+            .reshape(y.shape())?
+            .cos()?;
+        let g = (y * w)?.sum_all()?.backward()?;
+        Ok(g.get(x.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    #[test]
+    fn cpu_op_and_composition_agree_forward_and_backward() -> Result<()> {
+        // Distinct values (no ties): a permutation of 0..n scaled.
+        for (h, w, k, s, pad) in [
+            (9, 7, 3, 2, PoolPad::Fixed(1)),
+            (8, 8, 3, 2, PoolPad::Same),
+            (7, 9, 3, 2, PoolPad::Same),
+            (6, 6, 2, 2, PoolPad::Fixed(0)),
+        ] {
+            let n = 2 * 3 * h * w;
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % n) as f32 / n as f32 - 0.5)
+                .collect();
+            let x = Var::from_vec(v, (2, 3, h, w), &Device::Cpu)?;
+            let fast = max_pool2d(&x, k, s, pad)?;
+            let (ph, pw) = match pad {
+                PoolPad::Fixed(p) => ((p, p), (p, p)),
+                PoolPad::Same => (same_padding(h, k, s, 1), same_padding(w, k, s, 1)),
+            };
+            let slow = max_pool2d_composed(&x, k, s, ph, pw)?;
+            assert_eq!(fast.dims(), slow.dims());
+            if pad == PoolPad::Same {
+                assert_eq!(fast.dims()[2..], [h.div_ceil(s), w.div_ceil(s)]);
+            }
+            assert_eq!(
+                fast.flatten_all()?.to_vec1::<f32>()?,
+                slow.flatten_all()?.to_vec1::<f32>()?
+            );
+            let gf = grads_of(&x, &fast)?;
+            let gs = grads_of(&x, &slow)?;
+            for (a, b) in gf.iter().zip(&gs) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! Vision Transformer (Dosovitskiy et al. 2021) with timm key names: `patch_embed.proj`,
+//! `cls_token`, `pos_embed`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`,
+//! `norm`, `head`. Pre-norm blocks, LayerNorm eps 1e-6, exact (erf) GELU, class-token pooling.
+//! The token embedding is either a strided patch conv or, for the hybrids, a ResNet backbone
+//! followed by a 1×1 projection ([`super::hybrid::HybridEmbed`]).
+//!
+//! Initialisation follows timm (`init_weights_vit_timm`): linear weights trunc-normal(0.02),
+//! biases 0, `pos_embed` trunc-normal(0.02), `cls_token` normal(1e-6), patch conv PyTorch's
+//! default, LayerNorm 1 / 0.
+
+use candle_core::Tensor;
+
+use super::drop::{drop_path, dropout, Ctx, StepCounter};
+use super::hybrid::HybridEmbed;
+use super::init::Init;
+use super::layers::{Conv2d, ConvCfg, Linear, Padding};
+use super::norm::LayerNorm;
+use super::resnetv2::ResNetV2Cfg;
+use super::vars::Vb;
+use super::Classifier;
+use crate::error::{Error, Result};
+use crate::rng::hash_str;
+
+const LN_EPS: f64 = 1e-6;
+
+/// Architecture of a ViT (or hybrid, when `backbone` is set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitCfg {
+    /// Patch side in pixels (1 for the hybrids: the backbone does the downsampling).
+    pub patch: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_ratio: usize,
+    /// Square input side the position embedding is built for.
+    pub img_size: usize,
+    pub in_chans: usize,
+    pub num_classes: usize,
+    /// Dropout before the head and after the position embedding.
+    pub drop_rate: f32,
+    /// Stochastic depth, linearly increasing to this rate over the blocks.
+    pub drop_path_rate: f32,
+    /// ResNet-V2 backbone of a hybrid; `None` for a plain ViT.
+    pub backbone: Option<ResNetV2Cfg>,
+}
+
+fn lin(vb: &Vb, d_in: usize, d_out: usize) -> Result<Linear> {
+    Linear::new(
+        vb,
+        d_in,
+        d_out,
+        Init::TruncNormal { std: 0.02 },
+        Some(Init::Const(0.0)),
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `[B, T, D]` → `[B, T, D]`
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, t, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let attn = q.matmul(&k.t()?.contiguous()?)?;
+        // Ours, with a backward (candle_nn's `softmax_last_dim` has none).
+        let attn = crate::ops::softmax_last_dim(&attn)?;
+        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        self.proj.forward(&y)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    drop_path: f32,
+    site: u64,
+}
+
+impl Block {
+    fn new(vb: &Vb, dim: usize, heads: usize, mlp_ratio: usize, dp: f32) -> Result<Self> {
+        Ok(Block {
+            norm1: LayerNorm::new(&vb.pp("norm1"), dim, LN_EPS)?,
+            attn: Attention {
+                qkv: lin(&vb.pp("attn.qkv"), dim, 3 * dim)?,
+                proj: lin(&vb.pp("attn.proj"), dim, dim)?,
+                heads,
+            },
+            norm2: LayerNorm::new(&vb.pp("norm2"), dim, LN_EPS)?,
+            fc1: lin(&vb.pp("mlp.fc1"), dim, dim * mlp_ratio)?,
+            fc2: lin(&vb.pp("mlp.fc2"), dim * mlp_ratio, dim)?,
+            drop_path: dp,
+            site: hash_str(&vb.path("drop_path")),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let y = self.attn.forward(&self.norm1.forward(x)?)?;
+        let x = (x + drop_path(&y, self.drop_path, ctx, self.site)?)?;
+        let y = self.fc2.forward(&crate::ops::gelu_erf(
+            &self.fc1.forward(&self.norm2.forward(&x)?)?,
+        )?)?;
+        Ok((&x + drop_path(&y, self.drop_path, ctx, self.site ^ 1)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Embed {
+    Patch(Conv2d),
+    Hybrid(Box<HybridEmbed>),
+}
+
+/// A ViT / hybrid classifier.
+pub struct VisionTransformer {
+    cfg: VitCfg,
+    embed: Embed,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    head: Linear,
+    grid: usize,
+    seed: u64,
+    steps: StepCounter,
+}
+
+impl VisionTransformer {
+    pub fn new(cfg: &VitCfg, vb: &Vb) -> Result<Self> {
+        if cfg.heads == 0 || cfg.dim % cfg.heads != 0 {
+            return Err(Error::Config(format!(
+                "vit: dim {} is not divisible by heads {}",
+                cfg.dim, cfg.heads
+            )));
+        }
+        let (embed, grid) = match &cfg.backbone {
+            None => {
+                if cfg.patch == 0 || cfg.img_size % cfg.patch != 0 {
+                    return Err(Error::Config(format!(
+                        "model img_size {} is not a multiple of the patch size {}",
+                        cfg.img_size, cfg.patch
+                    )));
+                }
+                let proj = Conv2d::new(
+                    &vb.pp("patch_embed.proj"),
+                    cfg.in_chans,
+                    cfg.dim,
+                    cfg.patch,
+                    ConvCfg {
+                        stride: cfg.patch,
+                        padding: Padding::Fixed(0),
+                        bias: true,
+                        init: Init::TorchDefault,
+                        ..Default::default()
+                    },
+                )?;
+                (Embed::Patch(proj), cfg.img_size / cfg.patch)
+            }
+            Some(bcfg) => {
+                let h = HybridEmbed::new(&vb.pp("patch_embed"), bcfg, cfg.dim)?;
+                let g = h.grid(cfg.img_size);
+                (Embed::Hybrid(Box::new(h)), g)
+            }
+        };
+        let cls_token = vb.param(&[1, 1, cfg.dim], "cls_token", Init::Normal { std: 1e-6 })?;
+        let pos_embed = vb.param(
+            &[1, grid * grid + 1, cfg.dim],
+            "pos_embed",
+            Init::TruncNormal { std: 0.02 },
+        )?;
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                let dp = if cfg.depth > 1 {
+                    cfg.drop_path_rate * i as f32 / (cfg.depth - 1) as f32
+                } else {
+                    0.0
+                };
+                Block::new(
+                    &vb.pp(format!("blocks.{i}")),
+                    cfg.dim,
+                    cfg.heads,
+                    cfg.mlp_ratio,
+                    dp,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(VisionTransformer {
+            cfg: cfg.clone(),
+            embed,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm: LayerNorm::new(&vb.pp("norm"), cfg.dim, LN_EPS)?,
+            head: lin(&vb.pp("head"), cfg.dim, cfg.num_classes)?,
+            grid,
+            seed: vb.seed(),
+            steps: StepCounter::default(),
+        })
+    }
+
+    /// Side of the token grid the position embedding was built for.
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+
+    /// All tokens after the final norm.
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, 1 + grid², D]`
+    pub fn forward_tokens(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let map = match &self.embed {
+            Embed::Patch(p) => p.forward(x)?,
+            Embed::Hybrid(h) => h.forward(x, ctx)?,
+        };
+        let (n, d, gh, gw) = map.dims4()?;
+        if gh * gw != self.grid * self.grid {
+            let (_, _, h, w) = x.dims4()?;
+            return Err(Error::Other(format!(
+                "input {h}x{w} gives a {gh}x{gw} token grid but the model was built for img_size {} ({}x{}); build it with img_size = {h}",
+                self.cfg.img_size, self.grid, self.grid
+            )));
+        }
+        let tokens = map.flatten_from(2)?.transpose(1, 2)?;
+        let cls = self.cls_token.broadcast_as((n, 1, d))?;
+        let x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.pos_embed)?;
+        let mut x = dropout(&x, self.cfg.drop_rate, ctx, hash_str("pos_drop"))?;
+        for b in &self.blocks {
+            x = b.forward(&x, ctx)?;
+        }
+        self.norm.forward(&x)
+    }
+}
+
+impl Classifier for VisionTransformer {
+    fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let ctx = self.steps.ctx(self.seed, train);
+        let t = self.forward_tokens(x, ctx)?;
+        let f = t.narrow(1, 0, 1)?.squeeze(1)?;
+        dropout(&f, self.cfg.drop_rate, ctx, hash_str("head_drop"))
+    }
+
+    fn head(&self, f: &Tensor) -> Result<Tensor> {
+        self.head.forward(f)
+    }
+
+    fn num_features(&self) -> usize {
+        self.cfg.dim
+    }
+
+    fn num_classes(&self) -> usize {
+        self.cfg.num_classes
+    }
+
+    fn head_prefix(&self) -> &'static str {
+        "head"
+    }
+
+    fn set_rng_step(&self, step: u64) {
+        self.steps.set(step)
+    }
+}
