@@ -77,20 +77,20 @@ const fn spec(
 /// on Atelectasis and Edema while Consolidation and Cardiomegaly prefer other policies.
 #[rustfmt::skip]
 pub const FINDING_SPECS: [FindingSpec; 13] = [
-    //    name                          logit  acu   age  mimic  unc    ppv   miss  fn    fp     neg
-    spec("Enlarged Cardiomediastinum", -3.4, 0.3, 0.3, 0.20, 0.045, 0.35, 0.45, 0.06, 0.010, 0.05),
-    spec("Cardiomegaly",               -1.9, 0.3, 0.7, 0.25, 0.035, 0.45, 0.20, 0.05, 0.020, 0.05),
-    spec("Lung Opacity",               -1.2, 0.3, 0.1, 0.25, 0.025, 0.75, 0.12, 0.04, 0.030, 0.02),
-    spec("Lung Lesion",                -3.1, 0.0, 0.5, 0.20, 0.008, 0.55, 0.30, 0.04, 0.005, 0.01),
-    spec("Edema",                      -1.2, 0.5, 0.4, 0.20, 0.060, 0.75, 0.20, 0.06, 0.030, 0.12),
-    spec("Consolidation",              -2.9, 0.4, 0.0, 0.25, 0.090, 0.22, 0.30, 0.08, 0.010, 0.10),
-    spec("Pneumonia",                  -3.3, 0.4, 0.0, 0.20, 0.045, 0.30, 0.35, 0.10, 0.010, 0.02),
-    spec("Atelectasis",                -1.4, 0.3, 0.2, 0.25, 0.120, 0.80, 0.30, 0.05, 0.020, 0.01),
-    spec("Pneumothorax",               -2.3, 0.3,-0.2, 0.15, 0.015, 0.35, 0.10, 0.03, 0.010, 0.28),
-    spec("Pleural Effusion",           -0.3, 0.5, 0.5, 0.25, 0.050, 0.60, 0.12, 0.04, 0.030, 0.30),
-    spec("Pleural Other",              -4.0, 0.0, 0.3, 0.15, 0.010, 0.50, 0.40, 0.05, 0.003, 0.01),
-    spec("Fracture",                   -3.1, 0.2, 0.3, 0.20, 0.004, 0.50, 0.50, 0.05, 0.003, 0.03),
-    spec("Support Devices",             0.0, 1.4, 0.0, 0.10, 0.005, 0.85, 0.08, 0.01, 0.010, 0.01),
+    //   name                        logit  acu  age mimic    unc   ppv   miss    fn     fp   neg
+    spec("Enlarged Cardiomediastinum", -3.4, 0.3,  0.3, 0.20, 0.0562, 0.35, 0.675, 0.06, 0.0300, 0.05),
+    spec("Cardiomegaly",               -1.9, 0.3,  0.7, 0.25, 0.0438, 0.45, 0.300, 0.05, 0.0600, 0.05),
+    spec("Lung Opacity",               -1.2, 0.3,  0.1, 0.25, 0.0312, 0.75, 0.180, 0.04, 0.0900, 0.02),
+    spec("Lung Lesion",                -3.1, 0.0,  0.5, 0.20, 0.0100, 0.55, 0.450, 0.04, 0.0150, 0.01),
+    spec("Edema",                      -1.2, 0.5,  0.4, 0.20, 0.0750, 0.75, 0.300, 0.06, 0.0900, 0.12),
+    spec("Consolidation",              -2.9, 0.4,  0.0, 0.25, 0.1125, 0.22, 0.450, 0.08, 0.0300, 0.10),
+    spec("Pneumonia",                  -3.3, 0.4,  0.0, 0.20, 0.0562, 0.30, 0.525, 0.10, 0.0300, 0.02),
+    spec("Atelectasis",                -1.4, 0.3,  0.2, 0.25, 0.1500, 0.80, 0.450, 0.05, 0.0600, 0.01),
+    spec("Pneumothorax",               -2.3, 0.3, -0.2, 0.15, 0.0187, 0.35, 0.150, 0.03, 0.0300, 0.28),
+    spec("Pleural Effusion",           -0.3, 0.5,  0.5, 0.25, 0.0625, 0.60, 0.180, 0.04, 0.0900, 0.30),
+    spec("Pleural Other",              -4.0, 0.0,  0.3, 0.15, 0.0125, 0.50, 0.600, 0.05, 0.0090, 0.01),
+    spec("Fracture",                   -3.1, 0.2,  0.3, 0.20, 0.0050, 0.50, 0.750, 0.05, 0.0090, 0.03),
+    spec("Support Devices",             0.0, 1.4,  0.0, 0.10, 0.0063, 0.85, 0.120, 0.01, 0.0300, 0.01),
 ];
 
 /// Spec of a CheXpert finding by name (`None` for `No Finding` and unknown names).
@@ -135,7 +135,7 @@ impl Default for NoiseConfig {
             false_negative_rate: mean_of(|s| s.false_negative),
             false_positive_rate: mean_of(|s| s.false_positive),
             negation_rate: mean_of(|s| s.negation),
-            faintness_slope: 4.0,
+            faintness_slope: 5.0,
         }
     }
 }

@@ -9,19 +9,19 @@
 //!
 //! | finding | cue | look-alike on negatives |
 //! |---|---|---|
-//! | Support Devices | bright tubes, lines, pacemaker, ECG leads (0.3 + 0.3 s) | button / jewellery disc |
-//! | Pleural Effusion | fluid at a lung base with a meniscus (height 0.03–0.15) | slightly blunted angle |
+//! | Support Devices | bright tubes, lines, pacemaker, ECG leads (0.15 + 0.3 s) | button / jewellery disc |
+//! | Pleural Effusion | fluid at a lung base with a meniscus (height 0.015–0.115) | slightly blunted angle |
 //! | Cardiomegaly | heart 5–35 % wider (normal spread ±7 %; AP films +6 %) | larger normal heart |
-//! | Edema | bilateral perihilar haze + Kerley lines (d 0.15 + 0.35 s) | faint perihilar haze |
+//! | Edema | bilateral perihilar haze + Kerley lines (d 0.04 + 0.22 s) | faint perihilar haze |
 //! | Consolidation | dense lobar patch with air bronchograms (d 0.25 + 0.6 s) | soft-tissue overlap |
 //! | Pneumothorax | dark pleural rim without markings + pleural line | skin fold line |
 //! | Atelectasis | raised hemidiaphragm (1–5 %) + plate-like band | thin scar line |
 //! | Lung Opacity | hazy patch (d 0.15 + 0.35 s); parents of children show the children's cues | breast shadow |
 //! | Enlarged Cardiomediastinum | upper mediastinum up to 70 % wider | rotation (15 %) |
-//! | Lung Lesion | small sharp nodule, radius 0.012–0.03 (d 0.3 + 0.7 s) | bilateral nipple shadows |
+//! | Lung Lesion | small sharp nodule, radius 0.015–0.035 (d 0.3 + 0.7 s) | bilateral nipple shadows |
 //! | Pneumonia | patchy blobs clustered on the consolidation (d 0.15 + 0.35 s) | faint patches |
 //! | Pleural Other | thickened pleura along the lateral wall | thin companion line |
-//! | Fracture | gap and step in one rib + callus (0.04 + 0.08 s) | healed callus |
+//! | Fracture | gap and step in one rib + callus (0.06 + 0.12 s) | healed callus |
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -373,9 +373,9 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
     // Pleural Effusion: fluid with a meniscus (higher laterally), one or both bases.
     if own[EFFUSION] || m[EFFUSION] > 0.0 {
         let (h, both) = if own[EFFUSION] {
-            (0.03 + 0.12 * s[EFFUSION], r.random::<f32>() < 0.4)
+            (0.015 + 0.10 * s[EFFUSION], r.random::<f32>() < 0.4)
         } else {
-            (0.012 * m[EFFUSION] + 0.008, false)
+            (0.02 * m[EFFUSION] + 0.008, false)
         };
         let first = pick(a, r);
         for lung in a.lungs.iter().filter(|l| both || l.lat == first.lat) {
@@ -398,9 +398,9 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
     // Edema: bilateral perihilar haze + Kerley B lines at the lateral bases.
     if own[EDEMA] || m[EDEMA] > 0.0 {
         let d = if own[EDEMA] {
-            0.15 + 0.35 * s[EDEMA]
+            0.04 + 0.22 * s[EDEMA]
         } else {
-            0.15 * m[EDEMA]
+            0.12 * m[EDEMA]
         };
         for lung in &a.lungs {
             let l = *lung;
@@ -516,7 +516,7 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         for _ in 0..n {
             let l = pick(a, r);
             let (x, y) = l.at(uniform(r, -0.4, 0.7), uniform(r, -0.7, 0.6));
-            let rad = uniform(r, 0.012, 0.03);
+            let rad = uniform(r, 0.015, 0.035);
             let e = Ellipse {
                 cx: x,
                 cy: y,
@@ -544,7 +544,7 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
     if own[PNEUMOTHORAX] || m[PNEUMOTHORAX] > 0.0 {
         let l = pick(a, r);
         let d = if own[PNEUMOTHORAX] {
-            0.02 + 0.06 * s[PNEUMOTHORAX]
+            0.015 + 0.045 * s[PNEUMOTHORAX]
         } else {
             0.03
         };
@@ -562,7 +562,7 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
             1.0 - smoothstep(line * 0.5, line * 1.5, edge)
         };
         if own[PNEUMOTHORAX] {
-            let amp = 0.04 + 0.08 * s[PNEUMOTHORAX];
+            let amp = 0.02 + 0.06 * s[PNEUMOTHORAX];
             f.tissue.add(x0, y0, x1, y1, |x, y| {
                 let rim = l.mask(x, y) * (1.0 - collapsed.mask(x, y, 0.02));
                 let up = 1.0 - smoothstep(l.e.cy, l.e.cy + 0.3 * l.e.ry, y);
@@ -593,8 +593,8 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         if own[PLEURAL_OTHER] {
             f.densify_line(
                 &pts,
-                0.006 + 0.006 * s[PLEURAL_OTHER],
-                0.3 + 0.5 * s[PLEURAL_OTHER],
+                0.008 + 0.01 * s[PLEURAL_OTHER],
+                0.4 + 0.6 * s[PLEURAL_OTHER],
             );
         } else {
             f.densify_line(&pts, 0.0025, 0.3 * m[PLEURAL_OTHER]);
@@ -611,7 +611,7 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
         let n = (dx * dx + dy * dy).sqrt().max(1e-6);
         let (nx, ny) = (-dy / n, dx / n);
         if own[FRACTURE] {
-            let amp = 0.04 + 0.08 * s[FRACTURE];
+            let amp = 0.06 + 0.12 * s[FRACTURE];
             let gap = [
                 (x - 0.012 * nx, y - 0.012 * ny),
                 (x + 0.012 * nx, y + 0.012 * ny),
@@ -623,7 +623,7 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
                 0.7 * amp,
                 |_, _| 1.0,
             );
-            f.tissue.gauss(x, y, 0.008, 0.008, 0.8 * amp, |_, _| 1.0);
+            f.tissue.gauss(x, y, 0.012, 0.012, 0.8 * amp, |_, _| 1.0);
         } else {
             f.tissue
                 .gauss(x, y, 0.008, 0.008, 0.05 * m[FRACTURE], |_, _| 1.0);
@@ -633,7 +633,7 @@ fn draw_cues(f: &mut Film, a: &Anatomy, st: &StudyTruth, r: &mut ChaCha8Rng) {
     // Support devices: tubes, lines, pacemaker, ECG leads; look-alike: a button or jewellery.
     let c = &mut f.tissue;
     if own[SUPPORT_DEVICES] {
-        let amp = 0.3 + 0.3 * s[SUPPORT_DEVICES];
+        let amp = 0.15 + 0.3 * s[SUPPORT_DEVICES];
         let mx = a.med.0;
         let n = r.random_range(1..4);
         for _ in 0..n {
