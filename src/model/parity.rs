@@ -445,6 +445,7 @@ fn hybrid_matches_timm() -> Result<()> {
             layers: vec![1, 1],
             widths: vec![32, 64],
             stem_width: 16,
+            stem_kernel: 7,
             groups: 8,
             in_chans: 3,
             drop_path_rate: 0.0,
