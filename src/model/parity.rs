@@ -289,6 +289,14 @@ fn wrapped_pth_prefix_is_stripped_and_bad_files_are_refused() -> Result<()> {
     .unwrap_err()
     .to_string();
     assert!(e.contains("not found"), "{e}");
+    let hub = std::path::Path::new("timm/vit_base_patch16_224.augreg_in21k");
+    let e = import(hub, &vars, "fc", &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Hugging Face") && e.contains("model.safetensors"),
+        "{e}"
+    );
     Ok(())
 }
 
