@@ -18,7 +18,11 @@ pub enum Error {
     },
     /// A structural or value error at one line of a CSV (1-based, header = line 1).
     #[error("{}:{line}: {msg}", file.display())]
-    Csv { file: PathBuf, line: usize, msg: String },
+    Csv {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
     /// A file-level problem with an input (missing column, empty file, unknown layout).
     #[error("{}: {msg}", file.display())]
     Input { file: PathBuf, msg: String },

@@ -7,9 +7,21 @@
 //! optimizer; then evaluation, relabeling and head-only retraining. See `README.md` and
 //! `../shared/DESIGN.md` for the recipe.
 
-pub mod error;
-pub mod rng;
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod data;
+pub mod error;
+pub mod ops;
+pub mod optim;
+pub mod loss;
+pub mod noise;
+pub mod provenance;
+pub mod relabel;
+pub mod rng;
+pub mod train;
 pub mod model;
+pub mod eval;
 
 pub use error::{Error, Result};

@@ -56,10 +56,22 @@ mod tests {
 
     #[test]
     fn same_key_same_draws_other_key_other_draws() {
-        let a: Vec<u32> = (0..4).map(|_| 0).scan(keyed(7, Stream::Augment, 1, 2), |r, _| Some(r.random())).collect();
-        let b: Vec<u32> = (0..4).map(|_| 0).scan(keyed(7, Stream::Augment, 1, 2), |r, _| Some(r.random())).collect();
-        let c: Vec<u32> = (0..4).map(|_| 0).scan(keyed(7, Stream::Augment, 2, 1), |r, _| Some(r.random())).collect();
-        let d: Vec<u32> = (0..4).map(|_| 0).scan(keyed(7, Stream::Shuffle, 1, 2), |r, _| Some(r.random())).collect();
+        let a: Vec<u32> = (0..4)
+            .map(|_| 0)
+            .scan(keyed(7, Stream::Augment, 1, 2), |r, _| Some(r.random()))
+            .collect();
+        let b: Vec<u32> = (0..4)
+            .map(|_| 0)
+            .scan(keyed(7, Stream::Augment, 1, 2), |r, _| Some(r.random()))
+            .collect();
+        let c: Vec<u32> = (0..4)
+            .map(|_| 0)
+            .scan(keyed(7, Stream::Augment, 2, 1), |r, _| Some(r.random()))
+            .collect();
+        let d: Vec<u32> = (0..4)
+            .map(|_| 0)
+            .scan(keyed(7, Stream::Shuffle, 1, 2), |r, _| Some(r.random()))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -26,7 +26,9 @@ impl Filters {
     /// Applies the filters to `ds` in place.
     pub fn apply(&self, ds: &mut Dataset) -> Result<()> {
         if self.frontal_only {
-            ds.retain("lateral view (frontal_only)", |r| r.view != Some(View::Lateral));
+            ds.retain("lateral view (frontal_only)", |r| {
+                r.view != Some(View::Lateral)
+            });
         }
         if !self.projections.is_empty() {
             let mut keep = Vec::new();
@@ -34,8 +36,8 @@ impl Filters {
                 match Projection::parse(p) {
                     Some(Projection::Other) | None => {
                         return Err(Error::Config(format!(
-                            "data.filters.projections: unknown projection {p:?}; use AP, PA, LL or RL"
-                        )))
+                        "data.filters.projections: unknown projection {p:?}; use AP, PA, LL or RL"
+                    )))
                     }
                     Some(q) => keep.push(q),
                 }
@@ -70,7 +72,11 @@ pub fn from_table(t: &Table, image_root: &Path) -> Result<Dataset> {
         let line = t.line(i);
         let path = paths[i].trim();
         if path.is_empty() {
-            return Err(Error::csv(&t.file, line, "empty Path cell; every row needs an image path"));
+            return Err(Error::csv(
+                &t.file,
+                line,
+                "empty Path cell; every row needs an image path",
+            ));
         }
         let (patient, study) = patient_study(path).ok_or_else(|| {
             Error::csv(
@@ -103,7 +109,11 @@ pub fn from_table(t: &Table, image_root: &Path) -> Result<Dataset> {
         let mut obs = Vec::with_capacity(CHEXPERT_FINDINGS.len());
         for (k, col) in labels.iter().enumerate() {
             obs.push(Observation::parse(col[i]).map_err(|m| {
-                Error::csv(&t.file, line, format!("column {:?}: {m}", CHEXPERT_FINDINGS[k]))
+                Error::csv(
+                    &t.file,
+                    line,
+                    format!("column {:?}: {m}", CHEXPERT_FINDINGS[k]),
+                )
             })?);
         }
         records.push(Record {
@@ -165,7 +175,9 @@ impl Layout {
                     dir,
                 });
             }
-            if data.file_name().map(|f| f == name).unwrap_or(false) && data.join("train.csv").is_file() {
+            if data.file_name().map(|f| f == name).unwrap_or(false)
+                && data.join("train.csv").is_file()
+            {
                 return Ok(Layout {
                     root: data.parent().unwrap_or(Path::new(".")).to_path_buf(),
                     dir: data.to_path_buf(),
@@ -192,7 +204,11 @@ mod tests {
     const HEADER: &str = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices";
 
     fn ds(text: &str) -> Result<Dataset> {
-        let t = Table::from_bytes(Path::new("train.csv"), text.as_bytes().to_vec(), Width::Exact)?;
+        let t = Table::from_bytes(
+            Path::new("train.csv"),
+            text.as_bytes().to_vec(),
+            Width::Exact,
+        )?;
         from_table(&t, Path::new("/data"))
     }
 
@@ -245,7 +261,10 @@ mod tests {
             "{HEADER}\nCheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,,,2.0,,,,,,,,,,,\n"
         );
         let e = ds(&text).unwrap_err().to_string();
-        assert!(e.contains("train.csv:2:") && e.contains("Cardiomegaly") && e.contains("2.0"), "{e}");
+        assert!(
+            e.contains("train.csv:2:") && e.contains("Cardiomegaly") && e.contains("2.0"),
+            "{e}"
+        );
         assert_eq!(ds(&text).unwrap_err().exit_code(), 2);
     }
 
@@ -268,13 +287,28 @@ mod tests {
              CheXpert-v1.0-small/train/patient00003/study1/view1_frontal.jpg,Male,50,Frontal,PA,,,,,,,,,,,,,,\n"
         );
         let mut d = ds(&text).unwrap();
-        Filters { frontal_only: true, projections: vec![] }.apply(&mut d).unwrap();
+        Filters {
+            frontal_only: true,
+            projections: vec![],
+        }
+        .apply(&mut d)
+        .unwrap();
         assert_eq!(d.records.len(), 2);
         assert_eq!(d.skipped.len(), 1);
         assert_eq!(d.skipped[0].line, 3);
-        Filters { frontal_only: false, projections: vec!["PA".into()] }.apply(&mut d).unwrap();
+        Filters {
+            frontal_only: false,
+            projections: vec!["PA".into()],
+        }
+        .apply(&mut d)
+        .unwrap();
         assert_eq!(d.records.len(), 1);
         assert_eq!(d.records[0].patient, "patient00003");
-        assert!(Filters { frontal_only: false, projections: vec!["XX".into()] }.apply(&mut d).is_err());
+        assert!(Filters {
+            frontal_only: false,
+            projections: vec!["XX".into()]
+        }
+        .apply(&mut d)
+        .is_err());
     }
 }

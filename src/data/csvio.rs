@@ -46,9 +46,23 @@ impl Table {
             bytes.drain(..3);
         }
         if std::str::from_utf8(&bytes).is_err() {
-            return Err(Error::input(path, "not UTF-8 text; is this really a CSV file?"));
+            return Err(Error::input(
+                path,
+                "not UTF-8 text; is this really a CSV file?",
+            ));
         }
-        let rows = scan_rows(&bytes);
+        let (rows, blank_lines) = scan_rows(&bytes);
+        if !blank_lines.is_empty() {
+            // polars would turn a blank line into a row of nulls: drop them (they hold no data).
+            let mut kept = Vec::with_capacity(bytes.len());
+            let mut at = 0;
+            for (start, end) in blank_lines {
+                kept.extend_from_slice(&bytes[at..start]);
+                at = end;
+            }
+            kept.extend_from_slice(&bytes[at..]);
+            bytes = kept;
+        }
         let Some(header_row) = rows.first() else {
             return Err(Error::input(path, "empty file: expected a header row"));
         };
@@ -59,7 +73,8 @@ impl Table {
                 Width::Exact => r.fields == header_fields,
                 Width::TolerateTrailing => {
                     r.fields == header_fields
-                        || (r.fields > header_fields && r.trailing_empty >= r.fields - header_fields)
+                        || (r.fields > header_fields
+                            && r.trailing_empty >= r.fields - header_fields)
                         || (r.fields < header_fields && header_fields - r.fields <= 1)
                 }
             };
@@ -144,7 +159,7 @@ impl Table {
 
     /// Text of column `name` as a `Vec` of `&str` (empty cells as `""`).
     pub fn texts(&self, name: &str) -> Result<Vec<&str>> {
-        Ok(self.col(name)?.into_iter().map(|c| c.unwrap_or("")).collect())
+        Ok(self.col(name)?.iter().map(|c| c.unwrap_or("")).collect())
     }
 }
 
@@ -155,9 +170,12 @@ struct RowShape {
     trailing_empty: usize,
 }
 
-/// Quote-aware count of fields per row; blank lines are skipped (polars skips them too).
-fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
+/// Quote-aware count of fields per row. Blank lines are not rows; their byte ranges
+/// (`start..end`, newline included) are returned so they can be removed before parsing.
+fn scan_rows(bytes: &[u8]) -> (Vec<RowShape>, Vec<(usize, usize)>) {
     let mut rows = Vec::new();
+    let mut blanks = Vec::new();
+    let mut row_start = 0usize;
     let mut line = 1usize;
     let mut row_line = 1usize;
     let mut in_quotes = false;
@@ -165,16 +183,17 @@ fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
     let mut field_len = 0usize;
     let mut trailing_empty = 0usize;
     let mut row_has_content = false;
-    let mut end_row = |rows: &mut Vec<RowShape>, row_line: usize, fields: usize, te: usize, has: bool| {
-        if has {
-            rows.push(RowShape {
-                line: row_line,
-                fields,
-                trailing_empty: te,
-            });
-        }
-    };
-    for &b in bytes {
+    let end_row =
+        |rows: &mut Vec<RowShape>, row_line: usize, fields: usize, te: usize, has: bool| {
+            if has {
+                rows.push(RowShape {
+                    line: row_line,
+                    fields,
+                    trailing_empty: te,
+                });
+            }
+        };
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'"' => {
                 in_quotes = !in_quotes;
@@ -182,14 +201,26 @@ fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
                 row_has_content = true;
             }
             b',' if !in_quotes => {
-                trailing_empty = if field_len == 0 { trailing_empty + 1 } else { 0 };
+                trailing_empty = if field_len == 0 {
+                    trailing_empty + 1
+                } else {
+                    0
+                };
                 fields += 1;
                 field_len = 0;
                 row_has_content = true;
             }
             b'\n' if !in_quotes => {
-                let te = if field_len == 0 { trailing_empty + 1 } else { 0 };
+                let te = if field_len == 0 {
+                    trailing_empty + 1
+                } else {
+                    0
+                };
                 end_row(&mut rows, row_line, fields, te, row_has_content);
+                if !row_has_content {
+                    blanks.push((row_start, i + 1));
+                }
+                row_start = i + 1;
                 line += 1;
                 row_line = line;
                 fields = 1;
@@ -205,9 +236,13 @@ fn scan_rows(bytes: &[u8]) -> Vec<RowShape> {
             }
         }
     }
-    let te = if field_len == 0 { trailing_empty + 1 } else { 0 };
+    let te = if field_len == 0 {
+        trailing_empty + 1
+    } else {
+        0
+    };
     end_row(&mut rows, row_line, fields, te, row_has_content);
-    rows
+    (rows, blanks)
 }
 
 #[cfg(test)]

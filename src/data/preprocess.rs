@@ -59,7 +59,10 @@ impl Preprocess {
     /// Checks sizes and statistics; names the offending field.
     pub fn validate(&self) -> Result<()> {
         if self.size == 0 || self.size > 4096 {
-            return Err(Error::Config(format!("preprocess.size = {} must be in 1..=4096", self.size)));
+            return Err(Error::Config(format!(
+                "preprocess.size = {} must be in 1..=4096",
+                self.size
+            )));
         }
         if self.channels != 1 && self.channels != 3 {
             return Err(Error::Config(format!(
@@ -74,7 +77,9 @@ impl Preprocess {
             )));
         }
         if self.std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
-            return Err(Error::Config("preprocess.std values must be positive".into()));
+            return Err(Error::Config(
+                "preprocess.std values must be positive".into(),
+            ));
         }
         Ok(())
     }

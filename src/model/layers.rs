@@ -21,32 +21,23 @@ pub fn conv2d(
     dilation: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    let (_, _, h, wd) = x.dims4()?;
-    let (kh, kw) = (w.dim(2)?, w.dim(3)?);
-    // candle 0.11's conv2d backward derives the transposed conv's output padding from the
-    // height alone and applies it to the width too, so a strided conv whose height and width
-    // leave different remainders (e.g. 20×18 at stride 2) fails in backward. Pad / crop the
-    // input explicitly so that both remainders are 0, and convolve without padding.
-    let rem = |size: usize, k: usize| {
-        (size + 2 * padding).saturating_sub(dilation * (k - 1) + 1) % stride
-    };
-    let y = if stride > 1 && rem(h, kh) != rem(wd, kw) {
-        let fit = |x: &Tensor, dim: usize, size: usize, k: usize| -> Result<Tensor> {
-            let out = (size + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-            let need = (out - 1) * stride + dilation * (k - 1) + 1;
-            let after = need.saturating_sub(size + padding);
-            let xp = if padding + after > 0 {
-                x.pad_with_zeros(dim, padding, after)?
-            } else {
-                x.clone()
-            };
-            Ok(xp.narrow(dim, 0, need)?)
-        };
-        let xp = fit(&fit(x, 2, h, kh)?, 3, wd, kw)?;
-        xp.conv2d(w, 0, stride, dilation, groups)?
-    } else {
-        x.conv2d(w, padding, stride, dilation, groups)?
-    };
+    let p = crate::ops::Conv2dParams::new(stride, padding, dilation, groups);
+    conv2d_with(x, w, bias, &p)
+}
+
+/// [`conv2d`] with per-side padding (`[top, bottom, left, right]`), e.g. TensorFlow "SAME".
+/// Every convolution of the zoo goes through here: [`crate::ops::conv2d_with`] (im2col + GEMM
+/// forward and backward on CPU `f32`, candle's conv elsewhere).
+///
+/// # Shapes
+/// As [`conv2d`], with the padding per side.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: &crate::ops::Conv2dParams,
+) -> Result<Tensor> {
+    let y = crate::ops::conv2d_with(x, w, p)?;
     match bias {
         None => Ok(y),
         Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
@@ -187,29 +178,13 @@ impl Conv2d {
                 let k = w.dim(2)?;
                 let ph = same_padding(h, k, self.stride, self.dilation);
                 let pw = same_padding(wd, w.dim(3)?, self.stride, self.dilation);
-                let x = if ph.0 == ph.1 && pw.0 == pw.1 && ph.0 == pw.0 {
-                    // Symmetric: let the convolution pad.
-                    return conv2d(
-                        x,
-                        &w,
-                        self.bias.as_ref(),
-                        self.stride,
-                        ph.0,
-                        self.dilation,
-                        self.groups,
-                    );
-                } else {
-                    pad2d(x, ph, pw)?
+                let p = crate::ops::Conv2dParams {
+                    stride: [self.stride; 2],
+                    padding: [ph.0, ph.1, pw.0, pw.1],
+                    dilation: [self.dilation; 2],
+                    groups: self.groups,
                 };
-                conv2d(
-                    &x,
-                    &w,
-                    self.bias.as_ref(),
-                    self.stride,
-                    0,
-                    self.dilation,
-                    self.groups,
-                )
+                conv2d_with(x, &w, self.bias.as_ref(), &p)
             }
         }
     }
@@ -264,54 +239,5 @@ impl Linear {
     /// `[..., in]` → `[..., out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         linear(x, &self.weight, self.bias.as_ref())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
-
-    /// A strided conv on a non-square input whose sides leave different remainders (20×17 at
-    /// stride 2: the candle backward trap) gives the plain conv's output and input / kernel
-    /// gradients equal to those of the equivalent 20×18 input (a zero column appended, which
-    /// no window of the 9-wide output reaches), where candle's backward is right.
-    #[test]
-    fn strided_conv_backward_on_non_square_input() -> Result<()> {
-        let x = Var::from_tensor(
-            &Tensor::arange(0f32, 2.0 * 3.0 * 20.0 * 17.0, &Device::Cpu)?
-                .reshape((2, 3, 20, 17))?
-                .affine(0.01, 0.0)?
-                .sin()?,
-        )?;
-        let w = Var::from_tensor(
-            &Tensor::arange(0f32, 4.0 * 3.0 * 9.0, &Device::Cpu)?
-                .reshape((4, 3, 3, 3))?
-                .affine(0.1, 0.0)?
-                .cos()?,
-        )?;
-        let y = conv2d(&x, &w, None, 2, 1, 1, 1)?;
-        assert_eq!(y.dims(), &[2, 4, 10, 9]);
-        let plain = x.conv2d(&w, 1, 2, 1, 1)?;
-        assert_eq!((&y - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
-        let g = y.sqr()?.sum_all()?.backward()?;
-        assert_eq!(g.get(&x).expect("input grad").dims(), &[2, 3, 20, 17]);
-        // Reference: pad the width to 18 (same remainder as the height), where candle's
-        // backward is right, and drop the extra column of the input gradient.
-        let x2 = Var::from_tensor(&x.pad_with_zeros(3, 0, 1)?)?;
-        let y2 = x2.conv2d(&w, 1, 2, 1, 1)?;
-        assert_eq!(y2.dims(), &[2, 4, 10, 9]);
-        let g2 = y2.sqr()?.sum_all()?.backward()?;
-        let d = (g.get(&x).unwrap() - g2.get(&x2).unwrap().narrow(3, 0, 17)?)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
-        assert!(d < 1e-3, "{d}");
-        let dw = (g.get(&w).unwrap() - g2.get(&w).unwrap())?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
-        assert!(dw < 1e-2, "{dw}");
-        Ok(())
     }
 }

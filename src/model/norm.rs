@@ -1,12 +1,10 @@
-//! Normalisation layers with a backward pass: BatchNorm (with running statistics in the buffer
-//! map), GroupNorm and LayerNorm (candle's fast `LayerNorm` has no backward). All three are
-//! [`standardize`] (a fused CPU op with its own backward, or composed candle ops elsewhere)
-//! followed by a per-channel affine. Statistics are computed in F32 whatever the input dtype.
+//! Normalisation layers written from differentiable candle ops: BatchNorm (with running
+//! statistics in the buffer map), GroupNorm and LayerNorm (candle's fast `LayerNorm` has no
+//! backward; we use the composed form). Statistics are computed in F32 whatever the input dtype.
 
 use candle_core::{DType, Tensor, Var, D};
 
 use super::init::Init;
-use super::standardize::{standardize, Stats};
 use super::vars::Vb;
 use crate::error::{Error, Result};
 
@@ -40,41 +38,32 @@ impl BatchNorm2d {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, C, H, W]`
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, false)
+    }
+
+    /// [`BatchNorm2d::forward`] followed by ReLU when `relu`; in training mode both run in one
+    /// fused kernel ([`crate::ops::batch_norm2d_train`]).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, C, H, W]`
+    pub fn forward_act(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let dtype = x.dtype();
         let (n, c, h, w) = x.dims4()?;
-        let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
         if train {
             let count = n * h * w;
-            if count < 2 {
-                return Err(Error::Other(format!(
-                    "BatchNorm in training mode needs more than one value per channel, got input {:?}; use a batch of at least 2",
-                    x.dims()
-                )));
-            }
-            let stash: Stats = Default::default();
-            let y = standardize(x, n, c, h * w, self.eps, Some(&stash))?;
-            let (mean, var) = stash
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .ok_or_else(|| Error::Other("BatchNorm: statistics were not recorded".into()))?;
-            let dev = x.device();
-            let mean = Tensor::from_vec(mean, c, dev)?;
-            let var = Tensor::from_vec(var, c, dev)?;
+            let out = crate::ops::batch_norm2d_train(x, &self.weight, &self.bias, self.eps, relu)?;
             let m = self.momentum;
             let unbias = count as f64 / (count as f64 - 1.0);
             let rm = self.running_mean.as_detached_tensor();
             let rv = self.running_var.as_detached_tensor();
-            self.running_mean.set(&((rm * (1.0 - m))? + (mean * m)?)?)?;
-            self.running_var
-                .set(&((rv * (1.0 - m))? + (var * (m * unbias))?)?)?;
-            let y = y
-                .broadcast_mul(&gamma.to_dtype(dtype)?)?
-                .broadcast_add(&beta.to_dtype(dtype)?)?;
-            Ok(y)
+            let mean = out.mean.to_dtype(rm.dtype())?;
+            let var = out.var.to_dtype(rv.dtype())?;
+            let new_rm = ((rm * (1.0 - m))? + (mean * m)?)?;
+            let new_rv = ((rv * (1.0 - m))? + (var * (m * unbias))?)?;
+            self.running_mean.set(&new_rm)?;
+            self.running_var.set(&new_rv)?;
+            Ok(out.y)
         } else {
-            let xf = x.to_dtype(DType::F32)?;
             let rm = self
                 .running_mean
                 .as_detached_tensor()
@@ -83,9 +72,15 @@ impl BatchNorm2d {
                 .running_var
                 .as_detached_tensor()
                 .reshape((1, c, 1, 1))?;
+            let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
+            let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
             let scale = gamma.broadcast_div(&(rv + self.eps)?.sqrt()?)?;
             let shift = beta.broadcast_sub(&rm.broadcast_mul(&scale)?)?;
-            let y = xf.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+            let y = x
+                .to_dtype(DType::F32)?
+                .broadcast_mul(&scale)?
+                .broadcast_add(&shift)?;
+            let y = if relu { y.relu()? } else { y };
             Ok(y.to_dtype(dtype)?)
         }
     }
@@ -122,21 +117,23 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let (n, c, h, w) = x.dims4()?;
-        let xn = standardize(
-            x,
-            1,
-            n * self.groups,
-            c / self.groups * h * w,
-            self.eps,
-            None,
-        )?;
-        let gamma = self.weight.to_dtype(dtype)?.reshape((1, c, 1, 1))?;
-        let beta = self.bias.to_dtype(dtype)?.reshape((1, c, 1, 1))?;
-        Ok(xn.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+        let xf = x.to_dtype(DType::F32)?.reshape((n, self.groups, ()))?;
+        let mean = xf.mean_keepdim(D::Minus1)?;
+        let xc = xf.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .reshape((n, c, h, w))?;
+        let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
+        let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
+        Ok(xn
+            .broadcast_mul(&gamma)?
+            .broadcast_add(&beta)?
+            .to_dtype(dtype)?)
     }
 }
 
-/// LayerNorm over the last dimension. Keys: `weight`, `bias`.
+/// LayerNorm over the last dimension (composed form, which has a backward). Keys: `weight`, `bias`.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,
@@ -156,9 +153,6 @@ impl LayerNorm {
     /// # Shapes
     /// `[..., D]` → `[..., D]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let d = x.dim(D::Minus1)?;
-        let rows = x.elem_count() / d.max(1);
-        let xn = standardize(x, 1, rows, d, self.eps, None)?;
-        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }

@@ -140,8 +140,7 @@ impl Block {
         };
         let mut y = self
             .bn1
-            .forward(&self.conv1.forward(x)?, ctx.train)?
-            .relu()?;
+            .forward_act(&self.conv1.forward(x)?, ctx.train, true)?;
         y = self.bn2.forward(&self.conv2.forward(&y)?, ctx.train)?;
         if let Some((c3, bn3)) = &self.conv3 {
             debug_assert_eq!(self.kind, BlockKind::Bottleneck);
@@ -218,8 +217,7 @@ impl ResNet {
     pub fn forward_map(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
         let mut y = self
             .bn1
-            .forward(&self.conv1.forward(x)?, ctx.train)?
-            .relu()?;
+            .forward_act(&self.conv1.forward(x)?, ctx.train, true)?;
         if self.cfg.stem_pool {
             y = max_pool2d(&y, 3, 2, PoolPad::Fixed(1))?;
         }

@@ -8,7 +8,7 @@
 //! biases 0, `pos_embed` trunc-normal(0.02), `cls_token` normal(1e-6), patch conv PyTorch's
 //! default, LayerNorm 1 / 0.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 use super::drop::{drop_path, dropout, Ctx, StepCounter};
 use super::hybrid::HybridEmbed;
@@ -76,8 +76,8 @@ impl Attention {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let attn = q.matmul(&k.t()?.contiguous()?)?;
-        // `softmax` (not `softmax_last_dim`, which has no backward).
-        let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;
+        // Ours, with a backward (candle_nn's `softmax_last_dim` has none).
+        let attn = crate::ops::softmax_last_dim(&attn)?;
         let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.proj.forward(&y)
     }
@@ -114,9 +114,9 @@ impl Block {
     fn forward(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
         let y = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = (x + drop_path(&y, self.drop_path, ctx, self.site)?)?;
-        let y = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let y = self.fc2.forward(&crate::ops::gelu_erf(
+            &self.fc1.forward(&self.norm2.forward(&x)?)?,
+        )?)?;
         Ok((&x + drop_path(&y, self.drop_path, ctx, self.site ^ 1)?)?)
     }
 }

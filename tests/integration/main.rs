@@ -1,1 +1,5 @@
+//! Integration tests: drive the real `noisycxr` binary on tiny data. One test binary for the
+//! whole crate (each extra one relinks candle and polars).
 
+mod cli;
+mod train;

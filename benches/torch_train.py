@@ -1,0 +1,126 @@
+"""PyTorch side of `noisycxr bench train`: the same timm model, stepped on request.
+
+    python benches/torch_train.py --preset resnet50 --batch-size 8 --image-size 224 --threads 2
+
+Builds the timm model that our preset mirrors (the tiny presets are built from timm classes
+with the same widths and depths), AdamW (fused CPU kernel when this torch has one, else the
+default), BCE-with-logits against fixed 0/1 targets over 14 outputs, and a fixed random batch.
+Prints one JSON line {"ready": true, "params": N, ...}, then for each line "step" on stdin runs
+one training step and prints {"fwd": s, "bwd": s, "opt": s}; "quit" (or end of input) exits.
+The Rust side alternates its own steps with these, so both see the same machine load.
+"""
+
+import argparse
+import json
+import sys
+import time
+from functools import partial
+
+import torch
+import torch.nn as nn
+import timm
+
+TIMM = {
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "vit_ti16": "vit_tiny_patch16_224",
+    "vit_s16": "vit_small_patch16_224",
+    "vit_b16": "vit_base_patch16_224",
+    "vit_b32": "vit_base_patch32_224",
+    "hybrid_r50_vit_b16": "vit_base_r50_s16_224",
+    "hybrid_r26_vit_s32": "vit_small_r26_s32_224",
+    "densenet121": "densenet121",
+}
+
+
+def tiny(preset, in_chans, size, num_classes):
+    """Our tiny presets (src/model/presets.rs) rebuilt from timm classes."""
+    if preset == "resnet_tiny":
+        from timm.models.resnet import BasicBlock
+
+        def down(cin, cout, stride):
+            if stride == 1 and cin == cout:
+                return None
+            return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                 nn.BatchNorm2d(cout))
+
+        widths, layers, cin = (24, 48, 96, 160), [], 24
+        for i, w in enumerate(widths):  # one BasicBlock per stage, stride 2 from stage 2
+            s = 1 if i == 0 else 2
+            layers.append(BasicBlock(cin, w, stride=s, downsample=down(cin, w, s)))
+            cin = w
+        return nn.Sequential(
+            nn.Conv2d(in_chans, 24, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(24),
+            nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1), *layers,
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+    if preset == "vit_tiny":
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(img_size=size, patch_size=8, embed_dim=96, depth=4, num_heads=3,
+                                 in_chans=in_chans, num_classes=num_classes)
+    if preset == "hybrid_tiny":
+        from timm.layers import GroupNormAct, StdConv2dSame
+        from timm.models.resnetv2 import ResNetV2
+        from timm.models.vision_transformer import VisionTransformer
+        from timm.models.vision_transformer_hybrid import HybridEmbed
+
+        backbone = ResNetV2(layers=[1, 1], channels=(64, 128), stem_chs=16, num_classes=0,
+                            global_pool="", in_chans=in_chans, preact=False, stem_type="same",
+                            conv_layer=partial(StdConv2dSame, eps=1e-8),
+                            norm_layer=partial(GroupNormAct, num_groups=8))
+        embed = partial(HybridEmbed, backbone=backbone)
+        return VisionTransformer(img_size=size, patch_size=1, embed_dim=96, depth=4, num_heads=3,
+                                 in_chans=in_chans, num_classes=num_classes, embed_layer=embed)
+    raise SystemExit(f"unknown preset {preset}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--image-size", type=int, required=True)
+    ap.add_argument("--in-chans", type=int, default=3)
+    ap.add_argument("--num-classes", type=int, default=14)
+    ap.add_argument("--threads", type=int, required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    if a.preset in TIMM:
+        name = TIMM[a.preset]
+        kw = dict(pretrained=False, num_classes=a.num_classes, in_chans=a.in_chans)
+        if "vit" in name:
+            kw["img_size"] = a.image_size
+        model = timm.create_model(name, **kw)
+    else:
+        model = tiny(a.preset, a.in_chans, a.image_size, a.num_classes)
+    model.train()
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        opt_kind = "fused"
+    except (RuntimeError, TypeError, ValueError):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt_kind = "default"
+    x = torch.randn(a.batch_size, a.in_chans, a.image_size, a.image_size)
+    y = (torch.rand(a.batch_size, a.num_classes) > 0.5).float()
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(json.dumps({"ready": True, "params": params, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "timm": timm.__version__, "optimizer": opt_kind}),
+          flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t0 = time.perf_counter()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss.item()
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        print(json.dumps({"fwd": t1 - t0, "bwd": t2 - t1, "opt": t3 - t2}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

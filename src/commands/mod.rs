@@ -1,0 +1,6 @@
+//! One file per subcommand: argument struct and `run`.
+
+pub mod bench;
+pub mod stats;
+pub mod synth;
+pub mod train;

@@ -1,0 +1,88 @@
+//! Exact (erf) GELU with a multi-threaded CPU `f32` forward and a one-pass backward (candle's
+//! `gelu_erf` runs on one thread and its backward is five tensor ops).
+//!
+//! `y = x · Φ(x) = ½ x (1 + erf(x / √2))`, `dy/dx = Φ(x) + x · φ(x)`.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use crate::error::Result;
+
+/// Exact GELU (PyTorch's default `approximate='none'`), with gradients.
+///
+/// # Shapes
+/// any → same.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !cpu_f32(x) {
+        return Ok(x.gelu_erf()?);
+    }
+    Ok(x.contiguous()?.apply_op1(Gelu)?)
+}
+
+struct Gelu;
+
+const CHUNK: usize = 1 << 14;
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// `1 / √(2π)`.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "noisycxr-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = storage_f32(s, l, "gelu input")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| {
+                for (y, &x) in yc.iter_mut().zip(xc) {
+                    *y = 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2));
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let (xv, dyv) = (
+            view_f32(x).map_err(to_candle)?,
+            view_f32(&grad).map_err(to_candle)?,
+        );
+        let (xs, dy) = (xv.as_slice(), dyv.as_slice());
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK))
+            .zip(dy.par_chunks(CHUNK))
+            .for_each(|((dc, xc), gc)| {
+                for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                    let cdf = 0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2));
+                    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+                    *d = g * (cdf + x * pdf);
+                }
+            });
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{max_rel_err, random};
+    use candle_core::Var;
+
+    #[test]
+    fn matches_candle_gelu_erf_with_gradients() {
+        let x = Var::from_tensor(&(random(&[3, 50, 7], 1) * 5.0).unwrap()).unwrap();
+        let ours = gelu_erf(&x).unwrap();
+        let refr = x.gelu_erf().unwrap();
+        assert!(max_rel_err(&ours, &refr) < 1e-5);
+        let up = random(&[3, 50, 7], 2);
+        let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (refr * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let e = max_rel_err(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+        assert!(e < 1e-4, "grad rel err {e}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Softmax over the last dimension with a backward, one multi-threaded pass each way on CPU
+//! `f32`. (`candle_nn::ops::softmax_last_dim` has no backward; the composed
+//! `candle_nn::ops::softmax(x, D::Minus1)` takes five tensor passes forward and more backward.)
+//!
+//! Backward per row: `dx = y · (dy − Σ dy·y)`.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use crate::error::Result;
+
+/// `softmax(x)` over the last dimension, with gradients.
+///
+/// # Shapes
+/// `[..., D]` → `[..., D]`.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !cpu_f32(x) || x.rank() == 0 {
+        return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
+    }
+    Ok(x.contiguous()?.apply_op1(Softmax)?)
+}
+
+struct Softmax;
+
+fn rows_per_task(d: usize) -> usize {
+    ((1 << 14) / d.max(1)).max(1)
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "noisycxr-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = storage_f32(s, l, "softmax input")?;
+        let d = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut y = vec![0f32; x.len()];
+        let per = rows_per_task(d) * d;
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .for_each(|(yc, xc)| {
+                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                    let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let mut s = 0f32;
+                    for (y, &x) in yr.iter_mut().zip(xr) {
+                        *y = (x - m).exp();
+                        s += *y;
+                    }
+                    let inv = 1.0 / s;
+                    yr.iter_mut().for_each(|y| *y *= inv);
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let (yv, dyv) = (
+            view_f32(res).map_err(to_candle)?,
+            view_f32(&grad).map_err(to_candle)?,
+        );
+        let (ys, dy) = (yv.as_slice(), dyv.as_slice());
+        let d = res.dims().last().copied().unwrap_or(1).max(1);
+        let mut dx = vec![0f32; ys.len()];
+        let per = rows_per_task(d) * d;
+        dx.par_chunks_mut(per).enumerate().for_each(|(t, dc)| {
+            for (i, dr) in dc.chunks_mut(d).enumerate() {
+                let o = t * per + i * d;
+                let (yr, gr) = (&ys[o..o + d], &dy[o..o + d]);
+                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                for j in 0..d {
+                    dr[j] = yr[j] * (gr[j] - dot);
+                }
+            }
+        });
+        Ok(Some(Tensor::from_vec(dx, res.shape(), res.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{max_rel_err, random};
+    use candle_core::Var;
+
+    #[test]
+    fn matches_candle_softmax_with_gradients() {
+        for shape in [vec![2usize, 3, 5, 7], vec![4, 197], vec![3, 1]] {
+            let x = Var::from_tensor(&(random(&shape, 1) * 4.0).unwrap()).unwrap();
+            let ours = softmax_last_dim(&x).unwrap();
+            let refr = candle_nn::ops::softmax(&x, D::Minus1).unwrap();
+            assert!(max_rel_err(&ours, &refr) < 1e-4, "forward {shape:?}");
+            let up = random(&shape, 2);
+            let g1 = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (refr * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let e = max_rel_err(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+            assert!(e < 1e-4, "grad {shape:?}: rel err {e}");
+        }
+    }
+}
