@@ -10,7 +10,6 @@
 //! Build a model with [`presets::build`]; get its input specification with
 //! [`presets::preprocess`].
 
-pub mod bench;
 pub mod checkpoint;
 pub mod densenet;
 pub mod drop;

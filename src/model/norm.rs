@@ -2,7 +2,7 @@
 //! statistics in the buffer map), GroupNorm and LayerNorm (candle's fast `LayerNorm` has no
 //! backward; we use the composed form). Statistics are computed in F32 whatever the input dtype.
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 
 use super::init::Init;
 use super::vars::Vb;
@@ -117,19 +117,18 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let (n, c, h, w) = x.dims4()?;
-        let xf = x.to_dtype(DType::F32)?.reshape((n, self.groups, ()))?;
-        let mean = xf.mean_keepdim(D::Minus1)?;
-        let xc = xf.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .reshape((n, c, h, w))?;
-        let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        Ok(xn
-            .broadcast_mul(&gamma)?
-            .broadcast_add(&beta)?
-            .to_dtype(dtype)?)
+        // Fused CPU standardisation with its own backward (composed candle ops elsewhere).
+        let xn = super::standardize::standardize(
+            x,
+            1,
+            n * self.groups,
+            c / self.groups * h * w,
+            self.eps,
+            None,
+        )?;
+        let gamma = self.weight.to_dtype(dtype)?.reshape((1, c, 1, 1))?;
+        let beta = self.bias.to_dtype(dtype)?.reshape((1, c, 1, 1))?;
+        Ok(xn.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
     }
 }
 

@@ -289,6 +289,14 @@ fn wrapped_pth_prefix_is_stripped_and_bad_files_are_refused() -> Result<()> {
     .unwrap_err()
     .to_string();
     assert!(e.contains("not found"), "{e}");
+    let hub = std::path::Path::new("timm/vit_base_patch16_224.augreg_in21k");
+    let e = import(hub, &vars, "fc", &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Hugging Face") && e.contains("model.safetensors"),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -445,6 +453,7 @@ fn hybrid_matches_timm() -> Result<()> {
             layers: vec![1, 1],
             widths: vec![32, 64],
             stem_width: 16,
+            stem_kernel: 7,
             groups: 8,
             in_chans: 3,
             drop_path_rate: 0.0,

@@ -1,6 +1,6 @@
 //! The ResNet-V2-style backbone of timm's hybrid ViTs (`vision_transformer_hybrid._resnetv2`,
 //! `preact=False`): weight-standardised convs (`StdConv2dSame`, eps 1e-8) with "SAME" padding,
-//! GroupNorm (eps 1e-5) + ReLU, a 7×7 stride-2 stem with a 3×3 stride-2 SAME max pool, and
+//! GroupNorm (eps 1e-5) + ReLU, a 7×7 (configurable) stride-2 stem with a 3×3 stride-2 SAME max pool, and
 //! non-pre-activation bottleneck stages (stride on the 3×3; the first block of a stage has a
 //! standardised 1×1 conv + GroupNorm shortcut).
 //!
@@ -29,6 +29,8 @@ pub struct ResNetV2Cfg {
     pub widths: Vec<usize>,
     /// Stem output channels (64).
     pub stem_width: usize,
+    /// Stem conv kernel (7; stride 2, SAME padding).
+    pub stem_kernel: usize,
     /// GroupNorm groups (32).
     pub groups: usize,
     pub in_chans: usize,
@@ -121,7 +123,13 @@ pub struct ResNetV2 {
 
 impl ResNetV2 {
     pub fn new(cfg: &ResNetV2Cfg, vb: &Vb) -> Result<Self> {
-        let stem_conv = std_conv(&vb.pp("stem.conv"), cfg.in_chans, cfg.stem_width, 7, 2)?;
+        let stem_conv = std_conv(
+            &vb.pp("stem.conv"),
+            cfg.in_chans,
+            cfg.stem_width,
+            cfg.stem_kernel,
+            2,
+        )?;
         let stem_norm = GroupNorm::new(&vb.pp("stem.norm"), cfg.groups, cfg.stem_width, GN_EPS)?;
         let total: usize = cfg.layers.iter().sum();
         let mut c_in = cfg.stem_width;

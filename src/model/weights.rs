@@ -151,9 +151,18 @@ pub fn import(
 pub fn read_weights(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         let s = path.to_string_lossy();
-        let hint = if s.starts_with("hf-hub:") || (s.matches('/').count() == 1 && !s.contains('.'))
-        {
-            " — it looks like a Hugging Face repo id; this build cannot download, so fetch the repo's model.safetensors and pass its path"
+        let known_ext = [".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar"]
+            .iter()
+            .any(|e| s.ends_with(e));
+        let repo_like = s.starts_with("hf-hub:")
+            || (s.matches('/').count() == 1
+                && !s.starts_with('.')
+                && !s.starts_with('/')
+                && !known_ext);
+        let hint = if repo_like {
+            " — it looks like a Hugging Face repo id; this build cannot download, so fetch the repo's \
+             model.safetensors (or run tools/convert_weights.py --timm NAME --pretrained where Python \
+             is online) and pass the file's path"
         } else {
             ""
         };
