@@ -1,8 +1,9 @@
 //! Normalisation layers written from differentiable candle ops: BatchNorm (with running
 //! statistics in the buffer map), GroupNorm and LayerNorm (candle's fast `LayerNorm` has no
-//! backward; we use the composed form). Statistics are computed in F32 whatever the input dtype.
+//! backward). In training on CPU f32 they run our fused kernels (`crate::ops`); elsewhere composed
+//! candle ops. Statistics are computed in F32 whatever the input dtype.
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 
 use super::init::Init;
 use super::vars::Vb;
@@ -115,21 +116,16 @@ impl GroupNorm {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, C, H, W]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let (n, c, h, w) = x.dims4()?;
-        let xf = x.to_dtype(DType::F32)?.reshape((n, self.groups, ()))?;
-        let mean = xf.mean_keepdim(D::Minus1)?;
-        let xc = xf.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .reshape((n, c, h, w))?;
-        let gamma = self.weight.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        let beta = self.bias.to_dtype(DType::F32)?.reshape((1, c, 1, 1))?;
-        Ok(xn
-            .broadcast_mul(&gamma)?
-            .broadcast_add(&beta)?
-            .to_dtype(dtype)?)
+        self.forward_act(x, false)
+    }
+
+    /// [`GroupNorm::forward`] followed by ReLU when `relu`, fused in one kernel
+    /// ([`crate::ops::group_norm`]; composed candle ops off CPU `f32`).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, C, H, W]`
+    pub fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        crate::ops::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, relu)
     }
 }
 
