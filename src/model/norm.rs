@@ -1,6 +1,7 @@
 //! Normalisation layers written from differentiable candle ops: BatchNorm (with running
 //! statistics in the buffer map), GroupNorm and LayerNorm (candle's fast `LayerNorm` has no
-//! backward; we use the composed form). Statistics are computed in F32 whatever the input dtype.
+//! backward). In training on CPU f32 they run our fused kernels (`crate::ops`); elsewhere composed
+//! candle ops. Statistics are computed in F32 whatever the input dtype.
 
 use candle_core::{DType, Tensor, Var};
 
@@ -115,20 +116,16 @@ impl GroupNorm {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, C, H, W]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let (n, c, h, w) = x.dims4()?;
-        // Fused CPU standardisation with its own backward (composed candle ops elsewhere).
-        let xn = super::standardize::standardize(
-            x,
-            1,
-            n * self.groups,
-            c / self.groups * h * w,
-            self.eps,
-            None,
-        )?;
-        let gamma = self.weight.to_dtype(dtype)?.reshape((1, c, 1, 1))?;
-        let beta = self.bias.to_dtype(dtype)?.reshape((1, c, 1, 1))?;
-        Ok(xn.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+        self.forward_act(x, false)
+    }
+
+    /// [`GroupNorm::forward`] followed by ReLU when `relu`, fused in one kernel
+    /// ([`crate::ops::group_norm`]; composed candle ops off CPU `f32`).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, C, H, W]`
+    pub fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        crate::ops::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, relu)
     }
 }
 

@@ -104,8 +104,8 @@ impl Bottleneck {
             Some((c, n)) => n.forward(&c.forward(x)?)?,
             None => x.clone(),
         };
-        let y = self.norm1.forward(&self.conv1.forward(x)?)?.relu()?;
-        let y = self.norm2.forward(&self.conv2.forward(&y)?)?.relu()?;
+        let y = self.norm1.forward_act(&self.conv1.forward(x)?, true)?;
+        let y = self.norm2.forward_act(&self.conv2.forward(&y)?, true)?;
         let y = self.norm3.forward(&self.conv3.forward(&y)?)?;
         let y = drop_path(&y, self.drop_path, ctx, self.site)?;
         Ok((y + shortcut)?.relu()?)
@@ -180,8 +180,7 @@ impl ResNetV2 {
     pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
         let y = self
             .stem_norm
-            .forward(&self.stem_conv.forward(x)?)?
-            .relu()?;
+            .forward_act(&self.stem_conv.forward(x)?, true)?;
         let mut y = max_pool2d(&y, 3, 2, PoolPad::Same)?;
         for stage in &self.stages {
             for b in stage {

@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod gelu;
+pub mod group_norm;
 mod host;
 pub mod layer_norm;
 pub mod sgemm;
@@ -20,6 +21,7 @@ pub use alloc::tune_allocator;
 pub use batch_norm::{batch_norm2d_train, BatchNormOut};
 pub use conv2d::{conv2d, conv2d_backward, conv2d_with, Conv2dParams};
 pub use gelu::gelu_erf;
+pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
 pub use softmax::softmax_last_dim;
 
