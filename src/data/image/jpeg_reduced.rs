@@ -54,6 +54,10 @@ impl Huffman {
             let n = counts[len - 1] as usize;
             delta[len] = k as i32 - code;
             for _ in 0..n {
+                // More codes than the length allows: a corrupt table.
+                if code >= 1 << len {
+                    return None;
+                }
                 if len as u32 <= LOOKUP_BITS {
                     let shift = LOOKUP_BITS - len as u32;
                     let base = (code as usize) << shift;
@@ -66,10 +70,6 @@ impl Huffman {
             }
             if n > 0 {
                 maxcode[len] = code - 1;
-            }
-            // A code space overflow means a corrupt table.
-            if code > (1 << len) {
-                return None;
             }
             code <<= 1;
         }
@@ -235,7 +235,8 @@ pub(crate) fn decode(bytes: &[u8], n: usize) -> Option<Reduced> {
                     return None;
                 }
                 let (h, w) = (be16(seg, 1)?, be16(seg, 3)?);
-                if h == 0 || w == 0 {
+                // Height 0 (given later by DNL) and absurd sizes go to the general decoder.
+                if h == 0 || w == 0 || w * h > 1 << 28 {
                     return None;
                 }
                 frame = Some((w, h, (seg[8] & 3) as usize));
@@ -375,7 +376,7 @@ fn scan(
             if s > 11 {
                 return None;
             }
-            pred += bits.extend(s);
+            pred = pred.wrapping_add(bits.extend(s));
             let d = pred as f32 * weights[0];
             acc[..nn].fill(d);
             let mut k = 1;
@@ -424,4 +425,38 @@ fn scan(
         height: oh,
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_huffman_tables_are_refused() {
+        // Three codes of length 1 cannot exist.
+        let mut counts = [0u8; 16];
+        counts[0] = 3;
+        assert!(Huffman::new(&counts, vec![1, 2, 3]).is_none());
+        // Counts that disagree with the number of values.
+        counts[0] = 1;
+        assert!(Huffman::new(&counts, vec![1, 2]).is_none());
+        // A valid table: codes 0 (len 1) and 10, 11 (len 2).
+        counts[1] = 2;
+        let h = Huffman::new(&counts, vec![7, 8, 9]).unwrap();
+        let mut bits = Bits::new(&[0b0101_1000, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bits.refill();
+        let got: Vec<u8> = (0..3).map(|_| bits.symbol(&h).unwrap()).collect();
+        assert_eq!(got, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn cell_means_are_box_averages_of_the_idct_basis() {
+        // n = 1: only the DC term has a non-zero mean, 1/(2 sqrt 2) (the 1/8 DC scale).
+        let a = cell_means(1);
+        assert!((a[0][0] - 1.0 / (2.0 * 2f64.sqrt())).abs() < 1e-12);
+        assert!(a[0][1..].iter().all(|v| v.abs() < 1e-12));
+        // n = 2: the first odd basis function has opposite means on the two halves.
+        let a = cell_means(2);
+        assert!((a[0][1] + a[1][1]).abs() < 1e-12 && a[0][1] > 0.0);
+    }
 }
