@@ -165,12 +165,12 @@ pub fn apply(src: &Gray, t: Option<&Affine>) -> Vec<f32> {
     for (oy, row) in out.chunks_exact_mut(w.max(1)).enumerate() {
         let yc = oy as f64 + 0.5 - hh;
         // Input position (pixel-index coordinates, align_corners = False) of output x = 0,
-        // and its step per output pixel.
-        let x0 = sx * (m[0] * (0.5 - hw) + m[1] * yc + m[2]) + hw - 0.5;
-        let y0 = m[3] * (0.5 - hw) + m[4] * yc + m[5] + hh - 0.5;
-        let (dx, dy) = (sx * m[0], m[3]);
+        // and its step per output pixel; f32 from here on, like torchvision's sampling grid.
+        let x0 = (sx * (m[0] * (0.5 - hw) + m[1] * yc + m[2]) + hw - 0.5) as f32;
+        let y0 = (m[3] * (0.5 - hw) + m[4] * yc + m[5] + hh - 0.5) as f32;
+        let (dx, dy) = ((sx * m[0]) as f32, m[3] as f32);
         for (ox, o) in row.iter_mut().enumerate() {
-            let (x, y) = (x0 + dx * ox as f64, y0 + dy * ox as f64);
+            let (x, y) = (x0 + dx * ox as f32, y0 + dy * ox as f32);
             *o = bilinear_zero(&plane, w, h, x, y);
         }
     }
@@ -179,21 +179,23 @@ pub fn apply(src: &Gray, t: Option<&Affine>) -> Vec<f32> {
 
 /// Bilinear sample of a `w`×`h` plane at fractional pixel position `(x, y)`; taps outside the
 /// image count as 0 (PyTorch `grid_sample(padding_mode="zeros")`).
-#[inline]
-fn bilinear_zero(p: &[f32], w: usize, h: usize, x: f64, y: f64) -> f32 {
-    // floor() without a libm call (the baseline x86-64 target has no SSE4.1 `roundsd`).
-    let floor = |v: f64| {
+#[inline(always)]
+fn bilinear_zero(p: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
+    // floor() without a libm call (the baseline x86-64 target has no SSE4.1 `roundss`).
+    let floor = |v: f32| {
         let t = v as i64;
-        t - ((v < t as f64) as i64)
+        t - ((v < t as f32) as i64)
     };
     let (x0, y0) = (floor(x), floor(y));
-    let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     let (wi, hi) = (w as i64, h as i64);
-    if x0 >= 0 && y0 >= 0 && x0 + 1 < wi && y0 + 1 < hi {
+    if (x0 as u64) < (wi - 1) as u64 && (y0 as u64) < (hi - 1) as u64 {
         // Interior: all four taps inside.
         let i = y0 as usize * w + x0 as usize;
-        let top = p[i] + (p[i + 1] - p[i]) * fx;
-        let bottom = p[i + w] + (p[i + w + 1] - p[i + w]) * fx;
+        let (a, b) = (p[i], p[i + 1]);
+        let (c, d) = (p[i + w], p[i + w + 1]);
+        let top = a + (b - a) * fx;
+        let bottom = c + (d - c) * fx;
         return top + (bottom - top) * fy;
     }
     if x0 < -1 || y0 < -1 || x0 >= wi || y0 >= hi {
