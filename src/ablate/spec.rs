@@ -610,6 +610,25 @@ model.preset = "hybrid_tiny"
     }
 
     #[test]
+    fn shipped_experiments_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let e = Experiment::from_file(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(e.seeds.len(), 3, "{}", p.display());
+                assert_eq!(e.name, p.file_stem().unwrap().to_string_lossy());
+                n += 1;
+            }
+        }
+        assert_eq!(
+            n, 8,
+            "backbone, mentor, recipe, uncertainty x cpu, chexpert"
+        );
+    }
+
+    #[test]
     fn merge_replaces_leaves_and_merges_tables() {
         let mut a: Table = toml::from_str("x = 1\n[t]\na = 1\nb = [1, 2]\n").unwrap();
         let b: Table = toml::from_str("y = 2\n[t]\nb = [3]\nc = \"s\"\n").unwrap();
