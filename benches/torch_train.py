@@ -65,7 +65,7 @@ def tiny(preset, in_chans, size, num_classes):
         from timm.models.vision_transformer import VisionTransformer
         from timm.models.vision_transformer_hybrid import HybridEmbed
 
-        backbone = ResNetV2(layers=[1, 1], channels=(64, 128), stem_chs=16, num_classes=0,
+        backbone = ResNetV2(layers=[1, 1, 1], channels=(64, 128, 256), stem_chs=16, num_classes=0,
                             global_pool="", in_chans=in_chans, preact=False, stem_type="same",
                             conv_layer=partial(StdConv2dSame, eps=1e-8),
                             norm_layer=partial(GroupNormAct, num_groups=8))

@@ -23,6 +23,7 @@ pub mod optim;
 pub mod provenance;
 pub mod relabel;
 pub mod rng;
+pub mod runtime;
 pub mod train;
 
 pub use error::{Error, Result};

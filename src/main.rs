@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    noisycxr::runtime::init_threads();
     let cli = noisycxr::cli::Cli::parse();
     if let Err(e) = noisycxr::cli::run(cli) {
         let code = e.exit_code();

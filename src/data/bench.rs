@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::augment::{self, AugmentConfig};
 use super::cache::Cache;
-use super::image::{decode_file, fit, normalize_into, Geometry};
+use super::image::decode::decode_jpeg_crate;
+use super::image::{decode_bytes, decode_file, fit, normalize_into, Geometry};
 use super::loader::{prepare_file, Source};
 use super::preprocess::{Preprocess, ResizeMode};
 use crate::error::{Error, Result};
@@ -67,6 +68,11 @@ pub struct DataBenchRow {
     /// Mean |ours − ours-at-full-decode| of the fitted image, in 8-bit levels: what
     /// reduced-scale decoding changes.
     pub reduced_decode_diff: f64,
+    /// JPEG decode alone at the reduced scale, in memory: our fast path
+    /// (`image::jpeg_reduced`)...
+    pub decode_ours: f64,
+    /// ...and `jpeg-decoder`'s own DCT scaling (`Decoder::scale`), the crate baseline.
+    pub decode_crate: f64,
 }
 
 /// The whole benchmark.
@@ -103,6 +109,16 @@ impl DataBench {
                 x.reduced_decode_diff
             );
         }
+        s += "\n| set | JPEG decode at reduced scale, ours img/s | jpeg-decoder `scale()` img/s | ours / jpeg-decoder |\n|---|---|---|---|\n";
+        for x in &self.rows {
+            s += &format!(
+                "| {} | {:.1} | {:.1} | {:.2}x |\n",
+                x.set,
+                x.decode_ours,
+                x.decode_crate,
+                x.decode_ours / x.decode_crate
+            );
+        }
         s += &format!(
             "\nImages per CPU-second (one thread each, process CPU time); {} films per set; Pillow {}.\n",
             self.rows.first().map(|r| r.n_images).unwrap_or(0),
@@ -112,15 +128,15 @@ impl DataBench {
     }
 
     /// CSV with the columns `set,ours_img_s,pillow_img_s,pillow_draft_img_s,ratio,ratio_draft,
-    /// cached_img_s,cache_build_img_s,reduced_decode_diff`.
+    /// cached_img_s,cache_build_img_s,reduced_decode_diff,decode_ours_img_s,decode_crate_img_s`.
     pub fn csv(&self) -> String {
         let o = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
         let mut s = String::from(
-            "set,ours_img_s,pillow_img_s,pillow_draft_img_s,ratio,ratio_draft,cached_img_s,cache_build_img_s,reduced_decode_diff\n",
+            "set,ours_img_s,pillow_img_s,pillow_draft_img_s,ratio,ratio_draft,cached_img_s,cache_build_img_s,reduced_decode_diff,decode_ours_img_s,decode_crate_img_s\n",
         );
         for x in &self.rows {
             s += &format!(
-                "{},{:.3},{},{},{},{},{:.3},{:.3},{:.4}\n",
+                "{},{:.3},{},{},{},{},{:.3},{:.3},{:.4},{:.3},{:.3}\n",
                 x.set,
                 x.ours,
                 o(x.pillow),
@@ -129,7 +145,9 @@ impl DataBench {
                 o(x.pillow_draft.map(|p| x.ours / p)),
                 x.ours_cached,
                 x.cache_build,
-                x.reduced_decode_diff
+                x.reduced_decode_diff,
+                x.decode_ours,
+                x.decode_crate
             );
         }
         s
@@ -296,6 +314,16 @@ fn run_in(opts: &DataBenchOptions, root: &Path) -> Result<DataBench> {
             let t = aug.draw(opts.seed, r as u64, i as u64, pre.size);
             normalize_into(&augment::apply(&img, t.as_ref()), &pre, &mut buf)
         })?;
+        let bytes = paths
+            .iter()
+            .map(|p| std::fs::read(p).map_err(|e| Error::io(p, e)))
+            .collect::<Result<Vec<_>>>()?;
+        let decode_ours = rate(paths.len(), opts.reps, |_, i| {
+            decode_bytes(&bytes[i], Some(&g), &paths[i]).map(drop)
+        })?;
+        let decode_crate = rate(paths.len(), opts.reps, |_, i| {
+            decode_jpeg_crate(&bytes[i], Some(&g), &paths[i]).map(drop)
+        })?;
         let mut diff = 0.0f64;
         for p in &paths {
             let reduced = prepare_file(p, &g)?.to_u8();
@@ -324,6 +352,8 @@ fn run_in(opts: &DataBenchOptions, root: &Path) -> Result<DataBench> {
             pillow,
             pillow_draft,
             reduced_decode_diff: diff / paths.len() as f64,
+            decode_ours,
+            decode_crate,
         });
     }
     Ok(DataBench {

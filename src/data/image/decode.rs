@@ -58,7 +58,7 @@ pub fn decode_bytes(bytes: &[u8], geometry: Option<&Geometry>, path: &Path) -> R
         )
     })?;
     let run = || match format {
-        Format::Jpeg => decode_jpeg(bytes, geometry, path),
+        Format::Jpeg => decode_jpeg(bytes, geometry, path, true),
         Format::Png => decode_png(bytes, path),
         Format::Dicom => super::dicom::decode_dicom(bytes, path),
     };
@@ -76,7 +76,14 @@ fn scaled(len: usize, scale: usize) -> usize {
     (len * scale).div_ceil(8)
 }
 
-fn decode_jpeg(bytes: &[u8], geometry: Option<&Geometry>, path: &Path) -> Result<Gray> {
+/// Decodes a JPEG with `jpeg-decoder` alone (its own DCT scaling when `geometry` allows it),
+/// never our reduced-scale fast path: the baseline `noisycxr bench data` measures that path
+/// against.
+pub fn decode_jpeg_crate(bytes: &[u8], geometry: Option<&Geometry>, path: &Path) -> Result<Gray> {
+    decode_jpeg(bytes, geometry, path, false)
+}
+
+fn decode_jpeg(bytes: &[u8], geometry: Option<&Geometry>, path: &Path, fast: bool) -> Result<Gray> {
     let jerr = |e: jpeg_decoder::Error| Error::image(path, format!("JPEG: {e}"));
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.read_info().map_err(jerr)?;
@@ -91,7 +98,10 @@ fn decode_jpeg(bytes: &[u8], geometry: Option<&Geometry>, path: &Path) -> Result
             .find(|&s| g.covers(scaled(w, s), scaled(h, s)))
         {
             // Grayscale sequential files (CheXpert, MIMIC) take the fast path.
-            if let Some(r) = super::jpeg_reduced::decode(bytes, s) {
+            if let Some(r) = fast
+                .then(|| super::jpeg_reduced::decode(bytes, s))
+                .flatten()
+            {
                 return Gray::from_u8(r.width, r.height, r.data)
                     .ok_or_else(|| Error::image(path, "JPEG: reduced decode size mismatch"));
             }
