@@ -115,8 +115,8 @@ pub enum Command {
     Relabel(Pending),
     /// Run a multi-stage recipe (not available yet).
     Pipeline(Pending),
-    /// Run an ablation grid (not available yet).
-    Ablate(Pending),
+    /// Run an ablation: a base config x named runs x seeds, then a table with differences.
+    Ablate(commands::ablate::AblateArgs),
     /// Benchmarks against Pillow, PyTorch and scikit-learn in the same run.
     Bench(commands::bench::BenchArgs),
 }
@@ -134,7 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(_) => Err(Error::NotAvailable("predict", "the models are issue 3")),
         Command::Relabel(_) => Err(Error::NotAvailable("relabel", "relabeling is issue 6")),
         Command::Pipeline(_) => Err(Error::NotAvailable("pipeline", "pipelines are issue 6")),
-        Command::Ablate(_) => Err(Error::NotAvailable("ablate", "ablations are issue 7")),
+        Command::Ablate(a) => commands::ablate::run(&a),
         Command::Bench(a) => commands::bench::run(&a),
     }
 }

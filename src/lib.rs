@@ -7,6 +7,7 @@
 //! optimizer; then evaluation, relabeling and head-only retraining. See `README.md` and
 //! `../shared/DESIGN.md` for the recipe.
 
+pub mod ablate;
 pub mod bench;
 pub mod cli;
 pub mod commands;

@@ -1,5 +1,6 @@
 //! One file per subcommand: argument struct and `run`.
 
+pub mod ablate;
 pub mod bench;
 pub mod stats;
 pub mod synth;
