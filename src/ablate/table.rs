@@ -308,7 +308,7 @@ fn fmt_diff(d: &Option<Difference>) -> String {
 }
 
 fn fmt_gap(g: Option<f64>) -> String {
-    g.map(|g| format!("{:.0}%", 100.0 * g))
+    g.map(|g| format!("{:.0}%", 100.0 * g).replace('-', "−"))
         .unwrap_or_else(|| "—".into())
 }
 
