@@ -229,6 +229,89 @@ fn eval_ensemble_compare_and_predict_on_a_tiny_lab() {
     );
     assert!(j1["comparison"]["mean_all"]["ci"]["lo"].is_number());
 
+    // Cross-dataset: the test images as an NIH ChestX-ray14 folder (PNG, `Finding Labels`);
+    // a CheXpert-named model is scored on the 7 findings both vocabularies share.
+    let nih = dir.path().join("nih");
+    std::fs::create_dir_all(nih.join("images")).unwrap();
+    let chex = std::fs::read_to_string(&test_csv).unwrap();
+    let header: Vec<&str> = chex.lines().next().unwrap().split(',').collect();
+    let nih_names = [
+        ("Atelectasis", "Atelectasis"),
+        ("Cardiomegaly", "Cardiomegaly"),
+        ("Pleural Effusion", "Effusion"),
+        ("Pneumonia", "Pneumonia"),
+        ("Pneumothorax", "Pneumothorax"),
+        ("Consolidation", "Consolidation"),
+        ("Edema", "Edema"),
+    ];
+    let mut entries = String::from(
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,\
+         View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n",
+    );
+    for (i, line) in chex.lines().skip(1).enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        let name = format!("{:08}_000.png", i + 1);
+        image::open(lab.join(cells[0]))
+            .unwrap()
+            .save(nih.join("images").join(&name))
+            .unwrap();
+        let found: Vec<&str> = nih_names
+            .iter()
+            .filter(|(c, _)| cells[header.iter().position(|h| h == c).unwrap()] == "1.0")
+            .map(|(_, n)| *n)
+            .collect();
+        let labels = if found.is_empty() {
+            "No Finding".to_string()
+        } else {
+            found.join("|")
+        };
+        entries.push_str(&format!(
+            "{name},{labels},0,{},50,M,PA,32,32,0.143,0.143\n",
+            i + 1
+        ));
+    }
+    std::fs::write(nih.join("Data_Entry_2017.csv"), entries).unwrap();
+    let e6 = dir.path().join("e6");
+    let (out, err) = ok(&run(&[
+        "eval",
+        "--checkpoint",
+        s(&a),
+        "--csv",
+        s(&nih.join("Data_Entry_2017.csv")),
+        "--images",
+        s(&nih),
+        "--out",
+        s(&e6),
+        "--resamples",
+        "50",
+    ]));
+    assert!(out.contains("cross-dataset, 7 shared findings"), "{out}");
+    assert!(
+        out.contains("| Pleural Effusion |") && !out.contains("| Support Devices |"),
+        "{out}"
+    );
+    assert!(err.contains("no labels here for No Finding"), "{err}");
+    // The labels arrive through the mapping: each shared finding has the positives and
+    // negatives it has in the CheXpert CSV. (AUROCs differ slightly: a JPEG is decoded at
+    // reduced scale, its PNG copy in full and then resized.)
+    let (m1, m6) = (
+        read_json(&e1.join("metrics.json")),
+        read_json(&e6.join("metrics.json")),
+    );
+    let counts = |m: &serde_json::Value, f: &str| {
+        let x = m["summary"]["per_finding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["finding"] == f)
+            .unwrap_or_else(|| panic!("{f} missing"))
+            .clone();
+        (x["n_pos"].clone(), x["n_neg"].clone())
+    };
+    for (c, _) in nih_names {
+        assert_eq!(counts(&m1, c), counts(&m6, c), "{c}");
+    }
+
     // Predict image files and a CSV.
     let first = preds.lines().nth(1).unwrap().split(',').next().unwrap();
     let img1 = lab.join(first);
