@@ -11,8 +11,22 @@ use crate::inference::{predict_paths, read_csv, write_csv, PredictOptions, Train
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// Run folder (its best/) or checkpoint folder.
-    #[arg(long, value_name = "RUN")]
-    pub checkpoint: PathBuf,
+    #[arg(long, value_name = "RUN", required_unless_present = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// A preset to run with imported --weights instead of a checkpoint.
+    #[arg(
+        long,
+        value_name = "PRESET",
+        requires = "weights",
+        conflicts_with = "checkpoint"
+    )]
+    pub model: Option<String>,
+    /// timm / torchvision weights (.safetensors or zip-format .pth/.bin) for --model.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub weights: Option<PathBuf>,
+    /// Head outputs of --weights.
+    #[arg(long, value_name = "N", default_value_t = 14, requires = "model")]
+    pub num_classes: usize,
     /// A CSV (CheXpert, MIMIC-CXR or NIH layout) whose images to predict.
     #[arg(long, value_name = "FILE", conflicts_with = "files")]
     pub csv: Option<PathBuf>,
@@ -61,7 +75,15 @@ pub fn run(a: &PredictArgs) -> Result<()> {
             a.files.clone(),
         ),
     };
-    let t = Trained::load(&a.checkpoint, &device)?;
+    let t = match (&a.checkpoint, &a.model, &a.weights) {
+        (Some(c), _, _) => Trained::load(c, &device)?,
+        (None, Some(m), Some(w)) => Trained::from_weights(m, w, a.num_classes, &device)?,
+        _ => {
+            return Err(Error::Usage(
+                "give --checkpoint RUN, or --model PRESET with --weights FILE".into(),
+            ))
+        }
+    };
     let n = paths.len();
     let p = predict_paths(
         &t,

@@ -132,6 +132,66 @@ impl Trained {
         })
     }
 
+    /// A preset with imported timm / torchvision weights (no run behind it): independent
+    /// sigmoid outputs named as [`output_names`] says (the CheXpert findings for 14 outputs),
+    /// the preset's preprocessing, no calibration. Every variable, the head included, must
+    /// come from the file: a head left at its random initialisation is refused.
+    pub fn from_weights(
+        preset: &str,
+        weights: &Path,
+        num_classes: usize,
+        device: &Device,
+    ) -> Result<Trained> {
+        let cfg = crate::model::ModelConfig::new(preset, num_classes);
+        cfg.validate()?;
+        let preprocess = cfg.preprocess()?;
+        let vars = crate::model::ModelVars::new(0, DType::F32, device);
+        let model = crate::model::build(&cfg, &vars)?;
+        let summary = crate::model::weights::import(
+            weights,
+            &vars,
+            model.head_prefix(),
+            &crate::model::weights::ImportOptions {
+                strict: true,
+                key: None,
+            },
+        )?;
+        eprintln!("{summary}");
+        let untrained: Vec<&String> = summary
+            .missing
+            .iter()
+            .chain(&summary.reinitialised)
+            .collect();
+        if !untrained.is_empty() {
+            return Err(Error::input(
+                weights,
+                format!(
+                    "{} variables would keep their random initialisation ({:?}); give the \
+                     --num-classes of the file's head, or predict with a trained --checkpoint",
+                    untrained.len(),
+                    untrained.iter().take(4).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        let findings = output_names(num_classes);
+        let noise = Noise::new(&NoiseConfig::default(), &findings, 0)?;
+        Ok(Trained {
+            name: preset.to_string(),
+            dir: weights.to_path_buf(),
+            model,
+            meta: CheckpointMeta {
+                format: 1,
+                model: cfg,
+                preprocess,
+                note: Some(format!("imported from {}", weights.display())),
+            },
+            findings,
+            tuned: None,
+            device: device.clone(),
+            noise,
+        })
+    }
+
     /// Raw head outputs (logits) in eval mode.
     ///
     /// # Shapes

@@ -353,6 +353,39 @@ fn eval_ensemble_compare_and_predict_on_a_tiny_lab() {
         n_test + 1
     );
 
+    // A preset with imported weights (our safetensors use timm key names); a head of another
+    // width would stay random and is refused.
+    let weights = a.join("best/model.safetensors");
+    let p4 = dir.path().join("p4.csv");
+    ok(&run(&[
+        "predict",
+        "--model",
+        "resnet_tiny",
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&p4),
+        s(&img1),
+    ]));
+    let text = std::fs::read_to_string(&p4).unwrap();
+    assert_eq!(text.lines().next().unwrap(), format!("Path,{FINDINGS}"));
+    assert_eq!(text.lines().count(), 2);
+    let o = run(&[
+        "predict",
+        "--model",
+        "resnet_tiny",
+        "--weights",
+        s(&weights),
+        "--num-classes",
+        "3",
+        "--out",
+        s(&p4),
+        s(&img1),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+
     // A corrupt image is counted and skipped, or fails with --strict (exit 2, file named).
     let bad = dir.path().join("corrupt.jpg");
     std::fs::write(&bad, b"not a jpeg").unwrap();
