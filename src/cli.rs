@@ -107,10 +107,11 @@ pub enum Command {
     Stats(commands::stats::StatsArgs),
     /// Train a classifier with the noisy-label techniques.
     Train(commands::train::TrainArgs),
-    /// Evaluate checkpoints: AUROC with confidence intervals (not available yet).
-    Eval(Pending),
-    /// Predict images or a CSV with a model (not available yet).
-    Predict(Pending),
+    /// Evaluate checkpoints (or an ensemble) on a labelled CSV: AUROC with bootstrap CIs,
+    /// operating points, calibration, subgroups, plots; or compare two runs.
+    Eval(commands::eval::EvalArgs),
+    /// Predict images or the rows of a CSV with a checkpoint.
+    Predict(commands::predict::PredictArgs),
     /// Relabel a training CSV with a trained model (not available yet).
     Relabel(Pending),
     /// Run a multi-stage recipe (not available yet).
@@ -127,11 +128,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => commands::synth::run(&a),
         Command::Stats(a) => commands::stats::run(&a),
         Command::Train(a) => commands::train::run(&a),
-        Command::Eval(_) => Err(Error::NotAvailable(
-            "eval",
-            "the evaluation command is issue 5",
-        )),
-        Command::Predict(_) => Err(Error::NotAvailable("predict", "the models are issue 3")),
+        Command::Eval(a) => commands::eval::run(&a),
+        Command::Predict(a) => commands::predict::run(&a),
         Command::Relabel(_) => Err(Error::NotAvailable("relabel", "relabeling is issue 6")),
         Command::Pipeline(_) => Err(Error::NotAvailable("pipeline", "pipelines are issue 6")),
         Command::Ablate(a) => commands::ablate::run(&a),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod inference;
 pub mod loss;
 pub mod model;
 pub mod noise;

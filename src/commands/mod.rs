@@ -2,6 +2,8 @@
 
 pub mod ablate;
 pub mod bench;
+pub mod eval;
+pub mod predict;
 pub mod stats;
 pub mod synth;
 pub mod train;

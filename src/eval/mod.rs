@@ -20,6 +20,7 @@ pub mod report;
 pub mod subgroups;
 pub mod summary;
 pub mod thresholds;
+pub mod tuned;
 
 #[cfg(test)]
 mod fixtures;
@@ -33,3 +34,4 @@ pub use predictions::{Column, Predictions};
 pub use report::{evaluate, write_outputs, EvalOptions, EvalReport};
 pub use summary::{summarize, FindingMetrics, Mean, Summary};
 pub use thresholds::{Criterion, Thresholds};
+pub use tuned::Tuned;

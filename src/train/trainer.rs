@@ -1,6 +1,7 @@
 //! The training loop: policy-applied batches → model → per-element loss → sample weights →
 //! optimizer step; tuning-set AUROC every epoch, best and last checkpoints, early stopping,
-//! resume, and a final report on the test set.
+//! resume, and a final report on the test set. The best checkpoint gets `calibration.json`
+//! (per-finding temperatures and thresholds fitted on the tuning set, [`crate::eval::Tuned`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -335,8 +336,12 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
     }
 
     // Final: the best checkpoint on the tuning and test sets.
+    let set_name = |s: &SplitSet| s.ds.csv.display().to_string();
     let best = checkpoint::load(&best_dir, dtype, &device)?;
-    let (tune, _) = evaluate(best.model.as_ref(), &noise, &sets.tune, &pre, cfg, &device)?;
+    let (tune, tune_preds) = evaluate(best.model.as_ref(), &noise, &sets.tune, &pre, cfg, &device)?;
+    // Temperatures and thresholds fitted on the tuning set, saved with the checkpoint
+    // (`eval` / `predict` / `relabel` apply them).
+    crate::eval::Tuned::fit(&tune_preds, &set_name(&sets.tune)).save(&best_dir)?;
     let test = match &sets.test {
         Some(t) => {
             let (s, preds) = evaluate(best.model.as_ref(), &noise, t, &pre, cfg, &device)?;
@@ -352,7 +357,6 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
         }
         None => None,
     };
-    let set_name = |s: &SplitSet| s.ds.csv.display().to_string();
     write_json(
         &out.join("metrics.json"),
         &MetricsFile {

@@ -3,4 +3,5 @@
 
 mod ablate;
 mod cli;
+mod eval;
 mod train;
