@@ -623,8 +623,8 @@ model.preset = "hybrid_tiny"
             }
         }
         assert_eq!(
-            n, 8,
-            "backbone, mentor, recipe, uncertainty x cpu, chexpert"
+            n, 9,
+            "backbone, mentor, recipe, uncertainty x cpu, chexpert; techniques-cpu"
         );
     }
 
