@@ -111,10 +111,10 @@ pub enum Command {
     Eval(Pending),
     /// Predict images or a CSV with a model (not available yet).
     Predict(Pending),
-    /// Relabel a training CSV with a trained model (not available yet).
-    Relabel(Pending),
-    /// Run a multi-stage recipe (not available yet).
-    Pipeline(Pending),
+    /// Relabel a training CSV with a trained model (or out-of-fold models with --folds K).
+    Relabel(commands::relabel::RelabelArgs),
+    /// Run (or resume) a multi-stage recipe: train → relabel → head-only retrain → eval.
+    Pipeline(commands::pipeline::PipelineArgs),
     /// Run an ablation grid (not available yet).
     Ablate(Pending),
     /// Benchmarks against Pillow, PyTorch and scikit-learn in the same run.
@@ -132,8 +132,8 @@ pub fn run(cli: Cli) -> Result<()> {
             "the evaluation command is issue 5",
         )),
         Command::Predict(_) => Err(Error::NotAvailable("predict", "the models are issue 3")),
-        Command::Relabel(_) => Err(Error::NotAvailable("relabel", "relabeling is issue 6")),
-        Command::Pipeline(_) => Err(Error::NotAvailable("pipeline", "pipelines are issue 6")),
+        Command::Relabel(a) => commands::relabel::run(&a),
+        Command::Pipeline(a) => commands::pipeline::run(&a),
         Command::Ablate(_) => Err(Error::NotAvailable("ablate", "ablations are issue 7")),
         Command::Bench(a) => commands::bench::run(&a),
     }
