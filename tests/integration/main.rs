@@ -2,4 +2,5 @@
 //! whole crate (each extra one relinks candle and polars).
 
 mod cli;
+mod pipeline;
 mod train;
