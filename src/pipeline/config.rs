@@ -484,6 +484,25 @@ from = "train_head"
     }
 
     #[test]
+    fn shipped_pipeline_configs_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            if p.extension().is_some_and(|x| x == "toml") && text.contains("\n[[stage]]") {
+                let c = PipelineConfig::from_file(&p).unwrap();
+                let s = c
+                    .validate(Path::new("/o"))
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert!(s.len() >= 3, "{}", p.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "recipe-cpu, recipe-chexpert, u-selftrained-cpu");
+    }
+
+    #[test]
     fn merge_is_deep() {
         let mut a: toml::Table = toml::from_str("[x]\na = 1\nb = 2\n[y]\nc = 3\n").unwrap();
         let b: toml::Table = toml::from_str("[x]\nb = 5\nd = 6\n").unwrap();
