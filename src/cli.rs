@@ -92,13 +92,6 @@ pub enum Format {
     Csv,
 }
 
-/// Arguments of a subcommand whose issue has not landed yet: accepted, then refused clearly.
-#[derive(Debug, Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate the noise lab: a CheXpert-format dataset with known clean truth.
@@ -112,10 +105,10 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Predict images or the rows of a CSV with a checkpoint.
     Predict(commands::predict::PredictArgs),
-    /// Relabel a training CSV with a trained model (not available yet).
-    Relabel(Pending),
-    /// Run a multi-stage recipe (not available yet).
-    Pipeline(Pending),
+    /// Relabel a training CSV with a trained model (or out-of-fold models with --folds K).
+    Relabel(commands::relabel::RelabelArgs),
+    /// Run (or resume) a multi-stage recipe: train → relabel → head-only retrain → eval.
+    Pipeline(commands::pipeline::PipelineArgs),
     /// Run an ablation: a base config x named runs x seeds, then a table with differences.
     Ablate(commands::ablate::AblateArgs),
     /// Benchmarks against Pillow, PyTorch and scikit-learn in the same run.
@@ -130,8 +123,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => commands::train::run(&a),
         Command::Eval(a) => commands::eval::run(&a),
         Command::Predict(a) => commands::predict::run(&a),
-        Command::Relabel(_) => Err(Error::NotAvailable("relabel", "relabeling is issue 6")),
-        Command::Pipeline(_) => Err(Error::NotAvailable("pipeline", "pipelines are issue 6")),
+        Command::Relabel(a) => commands::relabel::run(&a),
+        Command::Pipeline(a) => commands::pipeline::run(&a),
         Command::Ablate(a) => commands::ablate::run(&a),
         Command::Bench(a) => commands::bench::run(&a),
     }

@@ -36,8 +36,6 @@ pub enum Error {
     #[error("usage: {0}")]
     Usage(String),
     /// A subcommand whose issue has not landed yet.
-    #[error("`noisycxr {0}` is not available yet ({1})")]
-    NotAvailable(&'static str, &'static str),
     /// A tensor operation failed.
     #[error("tensor: {0}")]
     Candle(#[from] candle_core::Error),
@@ -54,8 +52,7 @@ impl Error {
             | Error::Input { .. }
             | Error::Image { .. }
             | Error::Config(_)
-            | Error::Usage(_)
-            | Error::NotAvailable(..) => 2,
+            | Error::Usage(_) => 2,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 2,
             _ => 1,
         }

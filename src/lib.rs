@@ -21,6 +21,7 @@ pub mod model;
 pub mod noise;
 pub mod ops;
 pub mod optim;
+pub mod pipeline;
 pub mod provenance;
 pub mod relabel;
 pub mod rng;

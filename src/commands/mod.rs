@@ -3,7 +3,9 @@
 pub mod ablate;
 pub mod bench;
 pub mod eval;
+pub mod pipeline;
 pub mod predict;
+pub mod relabel;
 pub mod stats;
 pub mod synth;
 pub mod train;

@@ -12,7 +12,10 @@
 //! - [`summary`]: changes per finding and direction; [`mod@score`]: noise before/after vs truth.
 
 pub mod aggregate;
+pub mod folds;
+pub mod job;
 pub mod policy;
+pub mod predictor;
 pub mod probs;
 pub mod rawcsv;
 pub mod score;

@@ -4,4 +4,5 @@
 mod ablate;
 mod cli;
 mod eval;
+mod pipeline;
 mod train;
