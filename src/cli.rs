@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Train chest X-ray classifiers that stay accurate when their labels are noisy.
 #[derive(Debug, Parser)]
