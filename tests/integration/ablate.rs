@@ -4,14 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::cli::run;
-
-fn out_err(o: &std::process::Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use crate::cli::{run, synth_lab, text as out_err};
 
 /// (path, mtime, bytes) of every file under `dir`, sorted.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, SystemTime, Vec<u8>)> {
@@ -36,20 +29,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, SystemTime, Vec<u8>)> {
 fn two_runs_two_seeds_table_and_restart_skips_finished_runs() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
-    let o = run(&[
-        "synth",
-        "--out",
-        lab.to_str().unwrap(),
-        "--n-train",
-        "160",
-        "--n-valid",
-        "60",
-        "--n-test",
-        "60",
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", out_err(&o).1);
+    synth_lab(&lab, 160, 60, 60, 3);
     let exp = dir.path().join("tiny.toml");
     std::fs::write(
         &exp,

@@ -15,11 +15,40 @@ pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("binary runs")
 }
 
-fn text(o: &Output) -> (String, String) {
+/// (stdout, stderr) as text.
+pub fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// Asserts success (printing both streams if not) and returns (stdout, stderr).
+pub fn ok(o: &Output) -> (String, String) {
+    let (out, err) = text(o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    (out, err)
+}
+
+/// Generates a noise lab of `n_train` / `n_valid` / `n_test` images with `seed` in `dir`; returns
+/// its `CheXpert-v1.0-small/` folder.
+pub fn synth_lab(dir: &Path, n_train: usize, n_valid: usize, n_test: usize, seed: u64) -> PathBuf {
+    let n = |v: usize| v.to_string();
+    let (a, b, c, d) = (n(n_train), n(n_valid), n(n_test), seed.to_string());
+    ok(&run(&[
+        "synth",
+        "--out",
+        dir.to_str().unwrap(),
+        "--n-train",
+        &a,
+        "--n-valid",
+        &b,
+        "--n-test",
+        &c,
+        "--seed",
+        &d,
+    ]));
+    dir.join("CheXpert-v1.0-small")
 }
 
 #[test]

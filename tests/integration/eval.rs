@@ -4,20 +4,11 @@
 
 use std::path::Path;
 
-use crate::cli::run;
+use crate::cli::{ok, run, synth_lab};
 
 const FINDINGS: &str = "No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,\
 Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,\
 Pleural Other,Fracture,Support Devices";
-
-fn ok(o: &std::process::Output) -> (String, String) {
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
-    (out, err)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -51,19 +42,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 fn eval_ensemble_compare_and_predict_on_a_tiny_lab() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
-    ok(&run(&[
-        "synth",
-        "--out",
-        s(&lab),
-        "--n-train",
-        "96",
-        "--n-valid",
-        "40",
-        "--n-test",
-        "40",
-        "--seed",
-        "5",
-    ]));
+    synth_lab(&lab, 96, 40, 40, 5);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     train(&lab, &a, "1");
     train(&lab, &b, "2");

@@ -4,33 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::cli::run;
-
-fn ok(o: &std::process::Output) -> (String, String) {
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
-    (out, err)
-}
+use crate::cli::{ok, run, synth_lab};
 
 /// A tiny noise lab (160 / 60 / 60 images) in `dir`.
 fn tiny_lab(dir: &Path) -> PathBuf {
-    ok(&run(&[
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--n-train",
-        "160",
-        "--n-valid",
-        "60",
-        "--n-test",
-        "60",
-        "--seed",
-        "5",
-    ]));
-    dir.join("CheXpert-v1.0-small")
+    synth_lab(dir, 160, 60, 60, 5)
 }
 
 /// A training config on the lab: resnet_tiny at 32², one epoch.

@@ -2,24 +2,11 @@
 
 use std::path::Path;
 
-use crate::cli::run;
+use crate::cli::{run, synth_lab};
 
 /// A tiny noise lab (160 / 60 / 60 images) in `dir`.
 fn tiny_lab(dir: &Path) {
-    let o = run(&[
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--n-train",
-        "160",
-        "--n-valid",
-        "60",
-        "--n-test",
-        "60",
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    synth_lab(dir, 160, 60, 60, 3);
     for f in [
         "train.csv",
         "train_clean.csv",
@@ -153,20 +140,7 @@ fn bad_training_flags_are_usage_errors() {
 fn default_recipe_learns_well_above_chance() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
-    let o = run(&[
-        "synth",
-        "--out",
-        lab.to_str().unwrap(),
-        "--n-train",
-        "800",
-        "--n-valid",
-        "200",
-        "--n-test",
-        "60",
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    synth_lab(&lab, 800, 200, 60, 3);
     let out = dir.path().join("run");
     let o = run(&[
         "train",
