@@ -13,10 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use super::probs::Probabilities;
-use crate::config::Config;
 use crate::data::augment::AugmentConfig;
 use crate::data::image::Geometry;
 use crate::data::loader::{Files, Loader, LoaderConfig};
@@ -25,8 +24,8 @@ use crate::data::record::Dataset;
 use crate::data::CHEXPERT_FINDINGS;
 use crate::error::{Error, Result};
 use crate::eval::calibration::{apply_temperature, Temperatures};
-use crate::model::{checkpoint, Classifier};
-use crate::noise::{Noise, NoiseConfig};
+use crate::inference::Trained;
+use crate::model::checkpoint;
 
 /// Name of the per-finding temperature file inside a checkpoint folder.
 pub const CALIBRATION_FILE: &str = "calibration.json";
@@ -67,17 +66,16 @@ impl CheckpointPaths {
     }
 }
 
-/// A loaded checkpoint ready to predict images.
+/// A loaded checkpoint ready to predict images: [`Trained`] (the checkpoint, its head layout and
+/// probability rule) plus what a relabel records.
 pub struct Predictor {
     pub paths: CheckpointPaths,
-    model: Box<dyn Classifier>,
-    noise: Noise,
+    trained: Trained,
     pub preprocess: Preprocess,
     /// Per-finding temperatures applied to the probabilities, if any.
     pub temperatures: Option<Temperatures>,
     /// `dir@sha256[..12]` of the weights: recorded in every changed cell's provenance.
     pub id: String,
-    device: Device,
 }
 
 impl Predictor {
@@ -85,29 +83,20 @@ impl Predictor {
     /// with `calibrate`, reads `calibration.json` when present.
     pub fn load(path: &Path, device: &Device, calibrate: bool) -> Result<Predictor> {
         let paths = CheckpointPaths::resolve(path)?;
-        let loaded = checkpoint::load(&paths.dir, DType::F32, device)?;
-        let findings: Vec<String> = CHEXPERT_FINDINGS.iter().map(|s| s.to_string()).collect();
-        let (noise_cfg, seed) = match &paths.run {
-            Some(run) => {
-                let cfg = Config::from_file(&run.join("config.toml"))?;
-                (cfg.noise, cfg.seed)
-            }
-            None => (NoiseConfig::default(), 0),
-        };
-        let noise = Noise::new(&noise_cfg, &findings, seed)?;
-        let width = loaded.model.num_classes();
-        if noise.layout().width() != width {
+        let trained = Trained::load(&paths.dir, device)?;
+        if trained.findings.len() != CHEXPERT_FINDINGS.len()
+            || trained
+                .findings
+                .iter()
+                .zip(CHEXPERT_FINDINGS)
+                .any(|(a, b)| a != b)
+        {
             return Err(Error::input(
                 &paths.dir,
                 format!(
-                    "the model has {width} outputs but {} expects {} for the 14 CheXpert \
-                     findings; point --checkpoint at the run folder whose config.toml trained it",
-                    paths
-                        .run
-                        .as_ref()
-                        .map(|r| r.join("config.toml").display().to_string())
-                        .unwrap_or_else(|| "a plain sigmoid head".into()),
-                    noise.layout().width()
+                    "the model predicts {:?}, not the 14 CheXpert findings a relabel writes; point \
+                     --checkpoint at a run trained on a CheXpert-layout CSV",
+                    trained.findings
                 ),
             ));
         }
@@ -120,12 +109,10 @@ impl Predictor {
         let id = format!("{}@{}", paths.dir.display(), &sha[..12]);
         Ok(Predictor {
             paths,
-            model: loaded.model,
-            noise,
-            preprocess: loaded.meta.preprocess,
+            preprocess: trained.meta.preprocess.clone(),
+            trained,
             temperatures,
             id,
-            device: device.clone(),
         })
     }
 
@@ -178,14 +165,12 @@ impl Predictor {
         );
         let mut out_paths = Vec::with_capacity(items.len());
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(items.len());
-        let mut ep = loader.epoch(0, &self.device);
+        let mut ep = loader.epoch(0, &self.trained.device);
         for batch in ep.by_ref() {
             let batch = batch?;
-            let logits = self.model.forward(&batch.images, false)?;
             let p = self
-                .noise
-                .probabilities(&logits)?
-                .to_dtype(DType::F32)?
+                .trained
+                .probabilities(&batch.images)?
                 .to_vec2::<f32>()?;
             for (row, &i) in p.into_iter().zip(&batch.items) {
                 out_paths.push(ds.records[i].path.clone());
