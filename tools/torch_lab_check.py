@@ -7,7 +7,6 @@ usage: NOISE_LAB=data/noiselab python tools/torch_lab_check.py [epochs] [models.
 (cross-check for issue 4: the tiny ViT family underfits the noise lab in PyTorch too)
 """
 import csv, math, os, sys, time
-from functools import partial
 import numpy as np
 import torch
 import torch.nn as nn
@@ -18,47 +17,17 @@ ROOT = os.environ.get("NOISE_LAB", "data/noiselab").rstrip("/") + "/"  # the lab
 CSVD = ROOT + "CheXpert-v1.0-small/"
 SIZE = 64
 
-def tiny(preset, in_chans, size, num_classes):
-    """Our tiny presets (src/model/presets.rs) rebuilt from timm classes."""
-    if preset == "resnet_tiny":
-        from timm.models.resnet import BasicBlock
-
-        def down(cin, cout, stride):
-            if stride == 1 and cin == cout:
-                return None
-            return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                 nn.BatchNorm2d(cout))
-
-        widths, layers, cin = (24, 48, 96, 160), [], 24
-        for i, w in enumerate(widths):  # one BasicBlock per stage, stride 2 from stage 2
-            s = 1 if i == 0 else 2
-            layers.append(BasicBlock(cin, w, stride=s, downsample=down(cin, w, s)))
-            cin = w
-        return nn.Sequential(
-            nn.Conv2d(in_chans, 24, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(24),
-            nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1), *layers,
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
-    if preset == "vit_tiny":
-        from timm.models.vision_transformer import VisionTransformer
-
-        return VisionTransformer(img_size=size, patch_size=8, embed_dim=96, depth=4, num_heads=3,
-                                 in_chans=in_chans, num_classes=num_classes)
-    if preset == "hybrid_tiny":
-        from timm.layers import GroupNormAct, StdConv2dSame
-        from timm.models.resnetv2 import ResNetV2
-        from timm.models.vision_transformer import VisionTransformer
-        from timm.models.vision_transformer_hybrid import HybridEmbed
-
-        backbone = ResNetV2(layers=[1, 1, 1], channels=(64, 128, 256), stem_chs=16, num_classes=0,
-                            global_pool="", in_chans=in_chans, preact=False, stem_type="same",
-                            conv_layer=partial(StdConv2dSame, eps=1e-8),
-                            norm_layer=partial(GroupNormAct, num_groups=8))
-        embed = partial(HybridEmbed, backbone=backbone)
-        return VisionTransformer(img_size=size, patch_size=1, embed_dim=96, depth=4, num_heads=3,
-                                 in_chans=in_chans, num_classes=num_classes, embed_layer=embed)
-    raise SystemExit(f"unknown preset {preset}")
+def _bench_module():
+    """benches/torch_train.py, whose `tiny()` rebuilds our tiny presets from timm classes."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benches", "torch_train.py")
+    spec = importlib.util.spec_from_file_location("torch_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
+tiny = _bench_module().tiny
 
 
 def load(csvname):

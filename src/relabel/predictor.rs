@@ -24,7 +24,7 @@ use crate::data::record::Dataset;
 use crate::data::CHEXPERT_FINDINGS;
 use crate::error::{Error, Result};
 use crate::eval::calibration::{apply_temperature, Temperatures};
-use crate::inference::Trained;
+use crate::inference::{checkpoint_dir, Trained};
 use crate::model::checkpoint;
 
 /// Name of the per-finding temperature file inside a checkpoint folder.
@@ -43,21 +43,7 @@ impl CheckpointPaths {
     /// `RUN` → `RUN/best` when `RUN/best/model.json` exists; otherwise `RUN` itself must be a
     /// checkpoint folder.
     pub fn resolve(path: &Path) -> Result<CheckpointPaths> {
-        let best = path.join("best");
-        let dir = if best.join(checkpoint::META_FILE).is_file() {
-            best
-        } else if path.join(checkpoint::META_FILE).is_file() {
-            path.to_path_buf()
-        } else {
-            return Err(Error::input(
-                path,
-                format!(
-                    "not a run folder (no best/{m}) nor a checkpoint folder (no {m}); pass the \
-                     folder `noisycxr train --out` wrote, or its best/ or last/",
-                    m = checkpoint::META_FILE
-                ),
-            ));
-        };
+        let dir = checkpoint_dir(path)?;
         let run = dir
             .parent()
             .filter(|p| p.join("config.toml").is_file())

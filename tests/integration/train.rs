@@ -21,7 +21,8 @@ fn tiny_lab(dir: &Path) {
     }
 }
 
-fn train(lab: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+/// `resnet_tiny` at 32², batch 16, for `epochs` epochs, plus `extra` flags.
+fn train(lab: &Path, out: &Path, epochs: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "train",
         "--data",
@@ -35,7 +36,7 @@ fn train(lab: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         "--batch-size",
         "16",
         "--epochs",
-        "2",
+        epochs,
     ];
     args.extend_from_slice(extra);
     run(&args)
@@ -52,7 +53,7 @@ fn synth_refuses_to_overwrite_and_train_resumes_exactly() {
 
     // Two epochs straight.
     let a = dir.path().join("a");
-    let o = train(&lab, &a, &[]);
+    let o = train(&lab, &a, "2", &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -85,9 +86,9 @@ fn synth_refuses_to_overwrite_and_train_resumes_exactly() {
 
     // One epoch, stop, resume: the same metrics.json byte for byte.
     let b = dir.path().join("b");
-    let o = train(&lab, &b, &["--stop-after-epoch", "1"]);
+    let o = train(&lab, &b, "2", &["--stop-after-epoch", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = train(&lab, &b, &["--resume"]);
+    let o = train(&lab, &b, "2", &["--resume"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming"));
     assert_eq!(
@@ -142,23 +143,7 @@ fn default_recipe_learns_well_above_chance() {
     let lab = dir.path().join("lab");
     synth_lab(&lab, 800, 200, 60, 3);
     let out = dir.path().join("run");
-    let o = run(&[
-        "train",
-        "--data",
-        lab.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--model",
-        "resnet_tiny",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "4",
-        "--seed",
-        "1",
-    ]);
+    let o = train(&lab, &out, "4", &["--seed", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
