@@ -140,17 +140,9 @@ impl Optimizer for AdamW {
     fn step_scaled(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         let c = &self.cfg;
         for (param, state) in self.params.iter().zip(self.state.iter_mut()) {
-            let Some(g) = grads.get(param.var.as_tensor()) else {
+            let Some(g) = param.grad(grads, "adamw")? else {
                 continue;
             };
-            if g.dims() != param.var.dims() {
-                return Err(Error::Other(format!(
-                    "adamw: gradient of {} has shape {:?}, the parameter {:?}",
-                    param.name,
-                    g.dims(),
-                    param.var.dims()
-                )));
-            }
             if state.is_none() {
                 *state = Some(State {
                     step: 0,

@@ -45,6 +45,25 @@ pub struct Param {
     pub decay: bool,
 }
 
+impl Param {
+    /// This parameter's gradient in `grads`: `None` when it has none (skipped, like PyTorch's
+    /// `grad is None`), an error naming `optimizer` and the parameter when its shape differs.
+    pub fn grad<'a>(&self, grads: &'a GradStore, optimizer: &str) -> Result<Option<&'a Tensor>> {
+        let Some(g) = grads.get(self.var.as_tensor()) else {
+            return Ok(None);
+        };
+        if g.dims() != self.var.dims() {
+            return Err(Error::Other(format!(
+                "{optimizer}: gradient of {} has shape {:?}, the parameter {:?}",
+                self.name,
+                g.dims(),
+                self.var.dims()
+            )));
+        }
+        Ok(Some(g))
+    }
+}
+
 /// An optimizer over a fixed list of [`Param`]s.
 pub trait Optimizer: Send {
     /// One update with learning rate `lr`. Parameters without a gradient in `grads` are skipped

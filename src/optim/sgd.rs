@@ -148,17 +148,9 @@ impl Optimizer for Sgd {
     fn step_scaled(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         let c = &self.cfg;
         for (param, state) in self.params.iter().zip(self.state.iter_mut()) {
-            let Some(g) = grads.get(param.var.as_tensor()) else {
+            let Some(g) = param.grad(grads, "sgd")? else {
                 continue;
             };
-            if g.dims() != param.var.dims() {
-                return Err(Error::Other(format!(
-                    "sgd: gradient of {} has shape {:?}, the parameter {:?}",
-                    param.name,
-                    g.dims(),
-                    param.var.dims()
-                )));
-            }
             let st = state.get_or_insert(State { step: 0, buf: None });
             st.step += 1;
             let wd = if param.decay { c.weight_decay } else { 0.0 };
