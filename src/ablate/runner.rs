@@ -1,19 +1,24 @@
 //! Runs an [`Experiment`]: every (column, seed) in sequence into
 //! `<results>/<column>/seed-<s>/`, resumable, then the table.
 //!
-//! A (column, seed) folder is
+//! A (column, seed) folder of a `train` experiment is
 //! - **finished** when its `metrics.json` parses, has a test summary and ran all epochs (or
 //!   stopped early) — it is skipped;
 //! - **interrupted** when it has a `last/` checkpoint but no complete `metrics.json` — the
 //!   trainer resumes it (`--resume`);
 //! - **new** otherwise.
 //!
-//! A folder whose saved `config.toml` differs from what the experiment now resolves to is an
-//! error (stale results must not be mixed into a table silently).
+//! A folder of a `pipeline` experiment is one pipeline run (`pipeline.toml`, `01-train/`, ...):
+//! finished when its `test_predictions.csv` exists (written once every stage has), interrupted
+//! when it has a `pipeline.toml` (the pipeline resumes at its first unfinished stage).
+//!
+//! A folder whose saved `config.toml` (`pipeline.toml`) differs from what the experiment now
+//! resolves to is an error (stale results must not be mixed into a table silently).
 //!
 //! After training, the best checkpoint's test-set probabilities are written to
-//! `test_predictions.csv` (the trainer reports only summaries); the table is computed from
-//! those files and the test CSV's labels, so it can always be rebuilt from the folder.
+//! `test_predictions.csv` (the trainer reports only summaries; a pipeline's are its final eval
+//! stage's `predictions.csv`); the table is computed from those files and the test CSV's
+//! labels, so it can always be rebuilt from the folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +27,7 @@ use std::time::Instant;
 use candle_core::DType;
 use serde::Serialize;
 
-use super::spec::{Column, Experiment};
+use super::spec::{BaseKind, Column, Experiment};
 use super::table::{self, AblationTable, ColumnInput, TableMeta};
 use crate::config::Config;
 use crate::data::Dataset;
@@ -31,6 +36,7 @@ use crate::eval::report::{read_predictions_csv, write_predictions_csv};
 use crate::eval::Predictions;
 use crate::model::checkpoint;
 use crate::noise::Noise;
+use crate::pipeline::PipelineConfig;
 use crate::provenance::{write_json, Provenance};
 
 /// Test-set probabilities of a run's best checkpoint, beside its `metrics.json`.
@@ -99,6 +105,7 @@ pub fn metrics_complete(dir: &Path, cfg: &Config) -> bool {
 
 /// The status of `dir` for `cfg`; an error when the folder was made by another configuration.
 pub fn status(dir: &Path, cfg: &Config) -> Result<Status> {
+    refuse_other_kind(dir, "pipeline.toml", "a pipeline")?;
     let saved = dir.join("config.toml");
     if saved.is_file() {
         let mut old = Config::from_file(&saved)?;
@@ -123,6 +130,112 @@ pub fn status(dir: &Path, cfg: &Config) -> Result<Status> {
     } else {
         Status::New
     })
+}
+
+/// The status of a pipeline run's folder `dir` for `pipe`; an error when the folder was made
+/// by another pipeline.
+pub fn pipeline_status(dir: &Path, pipe: &PipelineConfig) -> Result<Status> {
+    let saved = dir.join("pipeline.toml");
+    if !saved.is_file() {
+        refuse_other_kind(dir, "config.toml", "a train")?;
+        return Ok(Status::New);
+    }
+    let mut old = PipelineConfig::from_file(&saved)?;
+    // The device it ran on does not change the result.
+    match pipe.base.get("device") {
+        Some(d) => old.base.insert("device".into(), d.clone()),
+        None => old.base.remove("device"),
+    };
+    if &old != pipe {
+        return Err(Error::input(
+            &saved,
+            format!(
+                "this pipeline run was made with another configuration than the experiment now \
+                 gives; delete {} to rerun it (or restore the experiment file)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(if dir.join(PREDICTIONS_FILE).is_file() {
+        Status::Finished
+    } else {
+        Status::Interrupted
+    })
+}
+
+/// An error when `dir` holds `marker`, the file a run of the other experiment kind leaves.
+fn refuse_other_kind(dir: &Path, marker: &str, kind: &str) -> Result<()> {
+    let p = dir.join(marker);
+    if p.is_file() {
+        return Err(Error::input(
+            &p,
+            format!(
+                "this folder holds {kind} experiment's run (the experiment's kind changed); \
+                 delete {} to rerun it",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One (column, seed) of the plan.
+struct Planned<'a> {
+    col: &'a Column,
+    seed: u64,
+    dir: PathBuf,
+    /// The training config (train experiments) or the pipeline's base (pipeline experiments).
+    cfg: Config,
+    /// The whole pipeline (pipeline experiments).
+    pipe: Option<PipelineConfig>,
+}
+
+impl Planned<'_> {
+    fn status(&self) -> Result<Status> {
+        match &self.pipe {
+            Some(p) => pipeline_status(&self.dir, p),
+            None => status(&self.dir, &self.cfg),
+        }
+    }
+
+    /// Trains (or resumes) this run.
+    fn train(&self) -> Result<()> {
+        match &self.pipe {
+            Some(p) => {
+                let o = crate::pipeline::run(p, &self.dir)?;
+                let src = o.final_predictions.filter(|_| o.complete).ok_or_else(|| {
+                    Error::Other(format!(
+                        "{}: the pipeline finished without test predictions from an eval stage",
+                        self.dir.display()
+                    ))
+                })?;
+                let tmp = self.dir.join(format!("{PREDICTIONS_FILE}.partial"));
+                std::fs::copy(&src, &tmp).map_err(|e| Error::io(&src, e))?;
+                let dst = self.dir.join(PREDICTIONS_FILE);
+                std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))
+            }
+            None => crate::train::run(
+                &self.cfg,
+                crate::train::RunOptions {
+                    resume: true,
+                    stop_after_epoch: None,
+                },
+            )
+            .map(|_| ()),
+        }
+    }
+
+    /// The run's test predictions (written by [`Planned::train`] for pipelines; evaluated
+    /// from the best checkpoint and written here for training runs).
+    fn test_predictions(&self) -> Result<Predictions> {
+        match &self.pipe {
+            Some(_) => read_test_predictions(
+                &self.dir.join(PREDICTIONS_FILE),
+                &test_dataset(&self.cfg)?.0,
+            ),
+            None => write_test_predictions(&self.cfg, &self.dir),
+        }
+    }
 }
 
 /// One line of `runs.jsonl`.
@@ -209,16 +322,31 @@ struct AblateProvenance<'a> {
 /// Runs every (column, seed) of `exp` that is not finished, then writes the table.
 pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
     let dir = results_dir(exp, opts);
-    let mut plan: Vec<(&Column, u64, PathBuf, Config)> = Vec::new();
+    let mut plan: Vec<Planned> = Vec::new();
     for col in &exp.columns {
         for &seed in &exp.seeds {
             let d = run_dir(&dir, &col.name, seed);
             let mut cfg = exp.config(col, seed, &d)?;
+            let mut pipe = match exp.kind {
+                BaseKind::Train => None,
+                BaseKind::Pipeline => Some(exp.pipeline(col, seed, &d)?),
+            };
             if let Some(dev) = &opts.device {
                 cfg.device = dev.clone();
                 cfg.validate()?;
+                if let Some(p) = &mut pipe {
+                    p.base
+                        .insert("device".into(), toml::Value::String(dev.clone()));
+                    p.validate(&d)?;
+                }
             }
-            plan.push((col, seed, d, cfg));
+            plan.push(Planned {
+                col,
+                seed,
+                dir: d,
+                cfg,
+                pipe,
+            });
         }
     }
     let total = plan.len();
@@ -233,7 +361,7 @@ pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         save_experiment(exp, &dir)?;
         // The data first (the noise lab is generated when absent), and a test split must exist.
-        let (_, _, _, cfg) = &plan[0];
+        let cfg = &plan[0].cfg;
         crate::commands::synth::ensure_dataset(cfg)?;
         if crate::data::source::resolve(&cfg.data)?.test.is_none() {
             return Err(Error::Config(format!(
@@ -244,9 +372,10 @@ pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
         }
     }
     let (mut trained, mut skipped) = (0usize, 0usize);
-    for (i, (col, seed, d, cfg)) in plan.iter().enumerate() {
+    for (i, run) in plan.iter().enumerate() {
+        let (col, seed, d) = (run.col, &run.seed, &run.dir);
         let tag = format!("[{}/{total}] {} seed {seed}", i + 1, col.name);
-        let st = status(d, cfg)?;
+        let st = run.status()?;
         let have_preds = d.join(PREDICTIONS_FILE).is_file();
         if opts.dry_run {
             let what = match (st, have_preds) {
@@ -289,13 +418,7 @@ pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
                 if resume { "resuming" } else { "training" },
                 d.display()
             );
-            crate::train::run(
-                cfg,
-                crate::train::RunOptions {
-                    resume: true,
-                    stop_after_epoch: None,
-                },
-            )?;
+            run.train()?;
             trained += 1;
             if resume {
                 "resumed"
@@ -303,7 +426,7 @@ pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
                 "trained"
             }
         };
-        let preds = write_test_predictions(cfg, d)?;
+        let preds = run.test_predictions()?;
         let mean = crate::eval::summarize(&preds).mean_all.value;
         let secs = t0.elapsed().as_secs_f64();
         println!(
@@ -333,7 +456,7 @@ pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
     let t = write_table(
         exp,
         &dir,
-        &plan.iter().map(|p| p.3.clone()).collect::<Vec<_>>(),
+        &plan.iter().map(|p| p.cfg.clone()).collect::<Vec<_>>(),
     )?;
     println!(
         "table: {} and {}",
@@ -593,5 +716,20 @@ mod tests {
             m.contains("another configuration") && m.contains("delete"),
             "{m}"
         );
+        // A train run's folder is not taken for a pipeline run's, nor the reverse.
+        let pipe = PipelineConfig::from_toml("[[stage]]\nkind = \"train\"\n").unwrap();
+        let m = pipeline_status(d.path(), &pipe).unwrap_err().to_string();
+        assert!(m.contains("a train experiment") && m.contains("delete"), "{m}");
+        let e = tempfile::tempdir().unwrap();
+        assert_eq!(pipeline_status(e.path(), &pipe).unwrap(), Status::New);
+        std::fs::write(e.path().join("pipeline.toml"), toml::to_string(&pipe).unwrap()).unwrap();
+        assert_eq!(pipeline_status(e.path(), &pipe).unwrap(), Status::Interrupted);
+        std::fs::write(e.path().join(PREDICTIONS_FILE), "").unwrap();
+        assert_eq!(pipeline_status(e.path(), &pipe).unwrap(), Status::Finished);
+        let mut changed = pipe.clone();
+        changed.name = "other".into();
+        assert!(pipeline_status(e.path(), &changed).is_err());
+        let m = status(e.path(), &cfg).unwrap_err().to_string();
+        assert!(m.contains("a pipeline experiment"), "{m}");
     }
 }

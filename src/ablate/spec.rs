@@ -6,7 +6,7 @@
 //! ```toml
 //! name = "mentor-cpu"              # results folder name (default: the file's stem)
 //! description = "MentorNet threshold: none vs 0.3 vs 0.5"
-//! kind = "train"                   # the base is a `train` config ("pipeline": not built yet)
+//! kind = "train"                   # the base is a `train` config, or "pipeline" (see below)
 //! base = "../configs/default.toml" # relative to this file; or an inline [base] table
 //! seeds = [0, 1, 2]                # default [0, 1, 2]
 //! baseline = "none"                # default: the first run
@@ -28,7 +28,18 @@
 //! ```
 //!
 //! Merging: tables merge key by key (recursively), any other value (numbers, strings, arrays)
-//! replaces the base's. The merged table is parsed by [`Config::from_toml`] (unknown keys are
+//! replaces the base's.
+//!
+//! **`kind = "pipeline"`**: the base is a `noisycxr pipeline` file (`[base]` training config +
+//! `[[stage]]` list) and every override addresses that file's keys: `base.model.preset = ...`
+//! changes the training config of every stage, `stage = [{ kind = "train" }]` replaces the
+//! stage list (arrays replace), so one table can hold plain training columns next to a
+//! train → relabel → head-retrain column. Each (column, seed) is one pipeline run in its folder
+//! (resumable stage by stage); when its last stage is not an `eval`, one is appended (`from`
+//! the last stage with a checkpoint) so every column has test-set predictions. The oracle sets
+//! `base.data.train_csv`. A `train` config given as a pipeline experiment's base (a file with
+//! neither `base` nor `stage` keys) becomes the `[base]` of a one-stage pipeline
+//! (`stage = [{ kind = "train" }]`), so CPU tables share `bases/cpu.toml` whatever their kind. The merged table is parsed by [`Config::from_toml`] (unknown keys are
 //! errors) and checked by [`Config::validate`], so a typo in an override fails before anything
 //! trains. Paths inside the configuration stay relative to the working directory, as with
 //! `noisycxr train --config`; only `base` is relative to the experiment file.
@@ -42,6 +53,9 @@ use toml::{Table, Value};
 use crate::config::{Config, DatasetFormat};
 use crate::error::{Error, Result};
 use crate::eval::BootstrapConfig;
+use crate::pipeline::config::merge;
+use crate::pipeline::config::StageSpec;
+use crate::pipeline::{PipelineConfig, StageKind};
 
 /// What the base configuration configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,8 +64,7 @@ pub enum BaseKind {
     /// A `noisycxr train` configuration ([`Config`]).
     #[default]
     Train,
-    /// A `noisycxr pipeline` configuration (train → relabel → head-only → eval). Not
-    /// available in this build: refused by [`Experiment::validate`].
+    /// A `noisycxr pipeline` configuration (train → relabel → head-only → eval).
     Pipeline,
 }
 
@@ -182,6 +195,20 @@ impl Experiment {
                 (t, p.display().to_string())
             }
         };
+        let base = match f.kind {
+            BaseKind::Pipeline if !base.contains_key("base") && !base.contains_key("stage") => {
+                let mut p = Table::new();
+                p.insert("base".into(), Value::Table(base));
+                p.insert(
+                    "stage".into(),
+                    Value::Array(vec![Value::Table(
+                        toml::from_str("kind = \"train\"").map_err(|x| bad(x.to_string()))?,
+                    )]),
+                );
+                p
+            }
+            _ => base,
+        };
         let mut all_vars = f.vars;
         for (k, v) in vars {
             all_vars.insert(k.clone(), v.clone());
@@ -216,10 +243,13 @@ impl Experiment {
         if f.oracle {
             if let Some(b) = e.columns.iter().find(|c| c.name == e.baseline) {
                 let mut o = b.overrides.clone();
+                let clean = match f.kind {
+                    BaseKind::Train => "data.train_csv = \"train_clean.csv\"",
+                    BaseKind::Pipeline => "base.data.train_csv = \"train_clean.csv\"",
+                };
                 merge(
                     &mut o,
-                    &toml::from_str::<Table>("data.train_csv = \"train_clean.csv\"")
-                        .map_err(|x| bad(x.to_string()))?,
+                    &toml::from_str::<Table>(clean).map_err(|x| bad(x.to_string()))?,
                 );
                 e.columns.push(Column {
                     name: ORACLE.into(),
@@ -236,13 +266,6 @@ impl Experiment {
     /// fails before anything trains. Errors name the file and the field or run.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::input(&self.file, m));
-        if self.kind == BaseKind::Pipeline {
-            return bad(
-                "kind = \"pipeline\": the pipeline runner (issue 6) is not part of this build \
-                 yet; use kind = \"train\""
-                    .into(),
-            );
-        }
         if !valid_name(&self.name) {
             return bad(format!(
                 "name = {:?}: use letters, digits, '-', '_' or '.' (it names the results folder)",
@@ -325,22 +348,91 @@ impl Experiment {
         Ok(t)
     }
 
-    /// The resolved, validated configuration of `col` for `seed`, writing into `out`.
+    /// The resolved, validated training configuration of `col` for `seed`, writing into
+    /// `out`. For a pipeline experiment: the pipeline's `[base]` (what the table reads the data,
+    /// seed and device from); [`Experiment::pipeline`] gives the whole pipeline.
     pub fn config(&self, col: &Column, seed: u64, out: &Path) -> Result<Config> {
-        let t = self.table(col)?;
-        let text = toml::to_string(&t).map_err(|e| Error::Other(e.to_string()))?;
         let ctx = |m: String| {
             Error::input(
                 &self.file,
                 format!("run {:?} (base + [common] + its overrides): {m}", col.name),
             )
         };
-        let mut cfg = Config::from_toml(&text).map_err(|e| ctx(e.to_string()))?;
+        let mut cfg = match self.kind {
+            BaseKind::Train => {
+                let t = self.table(col)?;
+                let text = toml::to_string(&t).map_err(|e| Error::Other(e.to_string()))?;
+                Config::from_toml(&text).map_err(|e| ctx(e.to_string()))?
+            }
+            BaseKind::Pipeline => self
+                .pipeline(col, seed, out)?
+                .base_config()
+                .map_err(|e| ctx(e.to_string()))?,
+        };
         cfg.seed = seed;
         cfg.out = out.to_path_buf();
         cfg.validate().map_err(|e| ctx(e.to_string()))?;
         Ok(cfg)
     }
+
+    /// The resolved, validated pipeline of `col` for `seed`, run in `out` (pipeline
+    /// experiments only): `[base]` gets `seed`, and an `eval` stage is appended when the last
+    /// stage is not one.
+    pub fn pipeline(&self, col: &Column, seed: u64, out: &Path) -> Result<PipelineConfig> {
+        let ctx = |m: String| {
+            Error::input(
+                &self.file,
+                format!("run {:?} (pipeline base + [common] + its overrides): {m}", col.name),
+            )
+        };
+        if self.kind != BaseKind::Pipeline {
+            return Err(ctx("not a kind = \"pipeline\" experiment".into()));
+        }
+        let t = self.table(col)?;
+        let mut p: PipelineConfig = Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| ctx(e.to_string()))?;
+        p.base.insert("seed".into(), Value::Integer(seed as i64));
+        if p.stages.last().is_some_and(|s| s.kind != StageKind::Eval) {
+            let from = p
+                .stages
+                .iter()
+                .rev()
+                .find(|s| s.kind.makes_checkpoint())
+                .map(|s| s.name.clone().unwrap_or_else(|| s.kind.as_str().into()))
+                .ok_or_else(|| {
+                    ctx("no train or train_head stage: nothing to evaluate on the test set".into())
+                })?;
+            p.stages.push(StageSpec {
+                kind: StageKind::Eval,
+                name: Some(unused_name(&p.stages, "test_eval")),
+                from: Some(from),
+                labels: None,
+                set: Table::new(),
+                policy: None,
+                folds: None,
+                calibrate: None,
+            });
+        }
+        p.validate(out).map_err(|e| ctx(e.to_string()))?;
+        Ok(p)
+    }
+}
+
+/// `want`, or `want_2`, `want_3`, ... : a stage name no stage in `stages` uses.
+fn unused_name(stages: &[StageSpec], want: &str) -> String {
+    let taken = |n: &str| {
+        stages
+            .iter()
+            .any(|s| s.name.as_deref().unwrap_or(s.kind.as_str()) == n)
+    };
+    let mut name = want.to_string();
+    let mut i = 2;
+    while taken(&name) {
+        name = format!("{want}_{i}");
+        i += 1;
+    }
+    name
 }
 
 fn valid_name(s: &str) -> bool {
@@ -349,18 +441,6 @@ fn valid_name(s: &str) -> bool {
         && s != ".."
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Merges `over` into `base`: tables key by key (recursively), other values replace.
-pub fn merge(base: &mut Table, over: &Table) {
-    for (k, v) in over {
-        match (base.get_mut(k), v) {
-            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
 }
 
 /// Replaces `${NAME}` in every string value of `t` (recursively, arrays included). Errors
@@ -565,9 +645,10 @@ model.preset = "hybrid_tiny"
                 "[bootstrap]\nresamples = 1\n[[run]]\nname = \"a\"\n",
                 &["bootstrap.resamples"],
             ),
+            // A pipeline experiment's overrides address the pipeline file (`base.train...`).
             (
-                "kind = \"pipeline\"\n[[run]]\nname = \"a\"\n",
-                &["pipeline"],
+                "kind = \"pipeline\"\n[[run]]\nname = \"a\"\ntrain.epochs = 2\n",
+                &["run \"a\"", "pipeline", "train"],
             ),
             (
                 "[base]\nsize = \"cpu\"\n[[run]]\nname = \"a\"\n",
@@ -586,6 +667,82 @@ model.preset = "hybrid_tiny"
                 }
             }
         }
+    }
+
+    const PIPE: &str = r#"
+kind = "pipeline"
+seeds = [5]
+baseline = "plain"
+oracle = true
+[base]
+name = "p"
+[base.base]
+size = "cpu"
+data.root = "lab"
+data.tune_csv = "valid.csv"
+data.test_csv = "test.csv"
+[[base.stage]]
+kind = "train"
+[[base.stage]]
+kind = "relabel"
+from = "train"
+[[base.stage]]
+kind = "train_head"
+from = "train"
+labels = "relabel"
+[common]
+base.train.epochs = 2
+[[run]]
+name = "plain"
+stage = [{ kind = "train" }]
+[[run]]
+name = "relabel"
+base.model.preset = "hybrid_tiny"
+"#;
+
+    #[test]
+    fn pipeline_experiments_override_the_pipeline_file_and_end_in_an_eval_stage() {
+        let e = parse(PIPE).unwrap();
+        assert_eq!(e.kind, BaseKind::Pipeline);
+        let out = Path::new("o");
+        let col = |n: &str| e.column(n).unwrap();
+        // `stage = [...]` replaces the stage list; an eval of the last checkpoint is appended.
+        let p = e.pipeline(col("plain"), 5, out).unwrap();
+        let kinds: Vec<_> = p.stages.iter().map(|s| (s.kind, s.from.clone())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (StageKind::Train, None),
+                (StageKind::Eval, Some("train".to_string()))
+            ]
+        );
+        let r = e.pipeline(col("relabel"), 5, out).unwrap();
+        assert_eq!(r.stages.len(), 4);
+        assert_eq!(r.stages[3].from.as_deref(), Some("train_head"));
+        assert_eq!(r.stages[3].name.as_deref(), Some("test_eval"));
+        // The table reads the pipeline's base: seed, [common] and the run's overrides merged.
+        let c = e.config(col("relabel"), 5, out).unwrap();
+        assert_eq!((c.seed, c.train.epochs), (5, 2));
+        assert_eq!(c.model.preset, "hybrid_tiny");
+        assert_eq!(r.base["seed"].as_integer(), Some(5));
+        // The oracle is the baseline's pipeline on the clean truth.
+        let o = e.config(col(ORACLE), 5, out).unwrap();
+        assert_eq!(o.data.train_csv, "train_clean.csv");
+        assert_eq!(e.pipeline(col(ORACLE), 5, out).unwrap().stages.len(), 2);
+        // A train config as the base: a one-stage pipeline around it.
+        let w = parse(
+            "kind = \"pipeline\"\n[base]\nsize = \"cpu\"\ndata.test_csv = \"t.csv\"\n\
+             [[run]]\nname = \"a\"\nbase.train.epochs = 3\n",
+        )
+        .unwrap();
+        let p = w.pipeline(&w.columns[0], 0, out).unwrap();
+        assert_eq!(p.stages.len(), 2);
+        assert_eq!((p.stages[0].kind, p.stages[1].kind), (StageKind::Train, StageKind::Eval));
+        assert_eq!(w.config(&w.columns[0], 0, out).unwrap().train.epochs, 3);
+        // A stage error names the run and the stage.
+        let bad = PIPE.replace("from = \"train\"\nlabels", "from = \"nope\"\nlabels");
+        let m = parse(&bad).unwrap_err().to_string();
+        assert!(m.contains("run \"relabel\"") && m.contains("nope"), "{m}");
     }
 
     #[test]
@@ -626,14 +783,5 @@ model.preset = "hybrid_tiny"
             n, 9,
             "backbone, mentor, recipe, uncertainty x cpu, chexpert; techniques-cpu"
         );
-    }
-
-    #[test]
-    fn merge_replaces_leaves_and_merges_tables() {
-        let mut a: Table = toml::from_str("x = 1\n[t]\na = 1\nb = [1, 2]\n").unwrap();
-        let b: Table = toml::from_str("y = 2\n[t]\nb = [3]\nc = \"s\"\n").unwrap();
-        merge(&mut a, &b);
-        let want: Table = toml::from_str("x = 1\ny = 2\n[t]\na = 1\nb = [3]\nc = \"s\"\n").unwrap();
-        assert_eq!(a, want);
     }
 }

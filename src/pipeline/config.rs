@@ -504,10 +504,13 @@ from = "train_head"
 
     #[test]
     fn merge_is_deep() {
-        let mut a: toml::Table = toml::from_str("[x]\na = 1\nb = 2\n[y]\nc = 3\n").unwrap();
-        let b: toml::Table = toml::from_str("[x]\nb = 5\nd = 6\n").unwrap();
+        // Tables merge key by key; leaves, arrays included, replace.
+        let mut a: toml::Table =
+            toml::from_str("[x]\na = 1\nb = 2\nv = [1, 2]\n[y]\nc = 3\n").unwrap();
+        let b: toml::Table = toml::from_str("z = 0\n[x]\nb = 5\nd = 6\nv = [3]\n").unwrap();
         merge(&mut a, &b);
-        let want: toml::Table = toml::from_str("[x]\na = 1\nb = 5\nd = 6\n[y]\nc = 3\n").unwrap();
+        let want: toml::Table =
+            toml::from_str("z = 0\n[x]\na = 1\nb = 5\nd = 6\nv = [3]\n[y]\nc = 3\n").unwrap();
         assert_eq!(a, want);
     }
 }

@@ -208,3 +208,91 @@ fn bad_experiment_files_are_usage_errors_naming_the_field() {
     let o = run(&["ablate", exp.to_str().unwrap(), "--var", "novalue"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_pipeline_experiment_puts_a_relabel_and_head_retrain_column_beside_plain_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab");
+    synth_lab(&lab, 160, 60, 60, 3);
+    let exp = dir.path().join("pipe.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"
+kind = "pipeline"
+seeds = [1]
+baseline = "plain"
+
+[base]
+name = "tiny recipe"
+[base.base]
+size = "cpu"
+data.root = "{}"
+data.tune_csv = "valid.csv"
+data.test_csv = "test.csv"
+model.preset = "resnet_tiny"
+model.img_size = 32
+train.epochs = 1
+train.batch_size = 16
+train.bootstrap = 20
+[[base.stage]]
+kind = "train"
+[[base.stage]]
+kind = "relabel"
+from = "train"
+[[base.stage]]
+kind = "train_head"
+from = "train"
+labels = "relabel"
+set = {{ train = {{ epochs = 1 }} }}
+
+[bootstrap]
+resamples = 100
+
+[[run]]
+name = "plain"
+stage = [{{ kind = "train" }}]
+
+[[run]]
+name = "relabel-head"
+"#,
+            lab.display()
+        ),
+    )
+    .unwrap();
+    let res = dir.path().join("res");
+    let ablate = || run(&["ablate", exp.to_str().unwrap(), "--out", res.to_str().unwrap()]);
+    let o = ablate();
+    let (so, se) = out_err(&o);
+    assert!(o.status.success(), "{se}");
+    assert!(so.contains("[2/2] relabel-head seed 1: training"), "{so}");
+    // Each column is a pipeline run: plain = train + the appended eval; the other has every stage.
+    for stage in ["01-train", "02-test_eval"] {
+        assert!(res.join("plain/seed-1").join(stage).join("stage.json").is_file());
+    }
+    let r = res.join("relabel-head/seed-1");
+    for stage in ["01-train", "02-relabel", "03-train_head", "04-test_eval"] {
+        assert!(r.join(stage).join("stage.json").is_file(), "{stage}");
+    }
+    assert!(r.join("02-relabel/relabeled.csv").is_file());
+    // The column's predictions are its final eval stage's.
+    assert_eq!(
+        std::fs::read(r.join("test_predictions.csv")).unwrap(),
+        std::fs::read(r.join("04-test_eval/predictions.csv")).unwrap()
+    );
+    let csv = std::fs::read_to_string(res.join("table.csv")).unwrap();
+    let head = csv.lines().next().unwrap();
+    assert!(
+        head.starts_with("row,plain_mean,") && head.contains(",relabel-head_mean,"),
+        "{head}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("delta MEAN (")),
+        "{csv}"
+    );
+    // Rerun: both skipped.
+    let o = ablate();
+    let (so, se) = out_err(&o);
+    assert!(o.status.success(), "{se}");
+    assert_eq!(so.matches(": skipped").count(), 2, "{so}");
+}
