@@ -60,18 +60,23 @@ def tiny(preset, in_chans, size, num_classes):
         return VisionTransformer(img_size=size, patch_size=8, embed_dim=96, depth=4, num_heads=3,
                                  in_chans=in_chans, num_classes=num_classes)
     if preset == "hybrid_tiny":
-        from timm.layers import GroupNormAct, StdConv2dSame
-        from timm.models.resnetv2 import ResNetV2
+        # resnet_tiny's stem and first three stages (stride 16) -> 16 tokens at 64², then four
+        # ViT blocks with LayerScale 1e-4 and average pooling (src/model/presets.rs).
         from timm.models.vision_transformer import VisionTransformer
         from timm.models.vision_transformer_hybrid import HybridEmbed
 
-        backbone = ResNetV2(layers=[1, 1, 1], channels=(64, 128, 256), stem_chs=16, num_classes=0,
-                            global_pool="", in_chans=in_chans, preact=False, stem_type="same",
-                            conv_layer=partial(StdConv2dSame, eps=1e-8),
-                            norm_layer=partial(GroupNormAct, num_groups=8))
-        embed = partial(HybridEmbed, backbone=backbone)
+        class Backbone(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(*list(tiny("resnet_tiny", in_chans, size, 1))[:7])
+
+            def forward(self, x):
+                return self.body(x)
+
+        embed = partial(HybridEmbed, backbone=Backbone())
         return VisionTransformer(img_size=size, patch_size=1, embed_dim=96, depth=4, num_heads=3,
-                                 in_chans=in_chans, num_classes=num_classes, embed_layer=embed)
+                                 in_chans=in_chans, num_classes=num_classes, embed_layer=embed,
+                                 init_values=1e-4, class_token=False, global_pool="avg")
     raise SystemExit(f"unknown preset {preset}")
 
 

@@ -12,7 +12,8 @@ use super::densenet::{DenseNet, DenseNetCfg};
 use super::pool::{max_pool2d, max_pool2d_composed, PoolPad};
 use super::resnet::{BlockKind, ResNet, ResNetCfg};
 use super::resnetv2::ResNetV2Cfg;
-use super::vit::{VisionTransformer, VitCfg};
+use super::hybrid::BackboneCfg;
+use super::vit::{Pool, VisionTransformer, VitCfg};
 use super::weights::{import, ImportOptions};
 use super::{Classifier, ModelVars};
 use crate::error::Result;
@@ -368,6 +369,8 @@ fn vit_cfg(img: usize, in_chans: usize) -> VitCfg {
         drop_rate: 0.0,
         drop_path_rate: 0.0,
         backbone: None,
+        layer_scale: None,
+        pool: Pool::Token,
     }
 }
 
@@ -449,7 +452,7 @@ fn hybrid_matches_timm() -> Result<()> {
     let cfg = VitCfg {
         patch: 1,
         img_size: 36,
-        backbone: Some(ResNetV2Cfg {
+        backbone: Some(BackboneCfg::V2(ResNetV2Cfg {
             layers: vec![1, 1],
             widths: vec![32, 64],
             stem_width: 16,
@@ -457,7 +460,7 @@ fn hybrid_matches_timm() -> Result<()> {
             groups: 8,
             in_chans: 3,
             drop_path_rate: 0.0,
-        }),
+        })),
         ..vit_cfg(36, 3)
     };
     let m = VisionTransformer::new(&cfg, &vars.root())?;
@@ -483,6 +486,29 @@ fn hybrid_matches_timm() -> Result<()> {
     assert_close("hybrid logits", &m.forward(&io["x"], false)?, &io["logits"]);
     check_grads("hybrid", &vars, &m.forward(&io["x"], true)?, &io)?;
     Ok(())
+}
+
+/// The `hybrid_tiny` layout: a BatchNorm ResNet's first three stages under a ViT with
+/// LayerScale and average pooling (`make_fixtures.py`, "hybrid_bn"): eval and training
+/// forward, every gradient, the backbone's running statistics.
+#[test]
+fn hybrid_with_batchnorm_backbone_layerscale_and_avg_pool_matches_timm() -> Result<()> {
+    let vars = ModelVars::new(0, DType::F32, &Device::Cpu);
+    let cfg = VitCfg {
+        patch: 1,
+        img_size: 36,
+        backbone: Some(BackboneCfg::ResNet(resnet_cfg(
+            BlockKind::Basic,
+            vec![1, 1, 1],
+            vec![8, 16, 24],
+        ))),
+        layer_scale: Some(0.1),
+        pool: Pool::Avg,
+        ..vit_cfg(36, 3)
+    };
+    let m = VisionTransformer::new(&cfg, &vars.root())?;
+    assert_eq!(m.grid(), 3);
+    check_cnn("hybrid_bn", &vars, &m)
 }
 
 #[test]

@@ -51,6 +51,7 @@ pub struct ResNetCfg {
     /// 3×3 stride-2 max pool after the stem.
     pub stem_pool: bool,
     pub in_chans: usize,
+    /// Outputs of `fc`; 0 builds no `fc` (a feature extractor, e.g. a hybrid's backbone).
     pub num_classes: usize,
     /// Dropout before the head.
     pub drop_rate: f32,
@@ -152,12 +153,13 @@ impl Block {
 }
 
 /// A ResNet classifier.
+#[derive(Debug)]
 pub struct ResNet {
     cfg: ResNetCfg,
     conv1: Conv2d,
     bn1: BatchNorm2d,
     stages: Vec<Vec<Block>>,
-    fc: Linear,
+    fc: Option<Linear>,
     num_features: usize,
     seed: u64,
     steps: StepCounter,
@@ -197,7 +199,10 @@ impl ResNet {
             }
             stages.push(blocks);
         }
-        let fc = Linear::torch(&vb.pp("fc"), c_in, cfg.num_classes)?;
+        let fc = match cfg.num_classes {
+            0 => None,
+            k => Some(Linear::torch(&vb.pp("fc"), c_in, k)?),
+        };
         Ok(ResNet {
             cfg: cfg.clone(),
             conv1,
@@ -208,6 +213,25 @@ impl ResNet {
             seed: vb.seed(),
             steps: StepCounter::default(),
         })
+    }
+
+    /// Channels of the last feature map.
+    pub fn out_chans(&self) -> usize {
+        self.num_features
+    }
+
+    /// Side of the last feature map for a square input of `img_size`: the stem conv, the
+    /// optional max pool and each later stage's stride-2 conv, all padded `k / 2`.
+    pub fn grid(&self, img_size: usize) -> usize {
+        let out = |n: usize, k: usize, s: usize| (n + 2 * (k / 2) - k) / s + 1;
+        let mut g = out(img_size, self.cfg.stem_kernel, self.cfg.stem_stride);
+        if self.cfg.stem_pool {
+            g = out(g, 3, 2);
+        }
+        for _ in 1..self.stages.len() {
+            g = out(g, 3, 2);
+        }
+        g
     }
 
     /// The last feature map before pooling.
@@ -238,7 +262,12 @@ impl Classifier for ResNet {
     }
 
     fn head(&self, f: &Tensor) -> Result<Tensor> {
-        self.fc.forward(f)
+        match &self.fc {
+            Some(fc) => fc.forward(f),
+            None => Err(crate::error::Error::Other(
+                "this ResNet was built without a head (num_classes = 0)".into(),
+            )),
+        }
     }
 
     fn num_features(&self) -> usize {

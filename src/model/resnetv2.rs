@@ -170,6 +170,16 @@ impl ResNetV2 {
         self.out_chans
     }
 
+    /// Output side for a square input of `img_size` (every stride-2 step with SAME padding
+    /// rounds up).
+    pub fn grid(&self, img_size: usize) -> usize {
+        let mut g = img_size.div_ceil(2).div_ceil(2);
+        for _ in 1..self.stages.len() {
+            g = g.div_ceil(2);
+        }
+        g
+    }
+
     /// Total stride: 4 for the stem, 2 per stage after the first.
     pub fn stride(&self) -> usize {
         4 * (1usize << self.stages.len().saturating_sub(1))

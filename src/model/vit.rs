@@ -1,6 +1,11 @@
 //! Vision Transformer (Dosovitskiy et al. 2021) with timm key names: `patch_embed.proj`,
 //! `cls_token`, `pos_embed`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`,
 //! `norm`, `head`. Pre-norm blocks, LayerNorm eps 1e-6, exact (erf) GELU, class-token pooling.
+//! Two timm options for training from scratch (the `hybrid_tiny` preset): LayerScale
+//! (`init_values`: `blocks.{i}.ls{1,2}.gamma`, each residual branch scaled per channel, starting
+//! near zero so every block starts close to the identity) and average pooling
+//! (`class_token=False, global_pool='avg'`: no `cls_token`, tokens averaged, then `fc_norm`
+//! instead of `norm`).
 //! The token embedding is either a strided patch conv or, for the hybrids, a ResNet backbone
 //! followed by a 1×1 projection ([`super::hybrid::HybridEmbed`]).
 //!
@@ -15,7 +20,7 @@ use super::hybrid::HybridEmbed;
 use super::init::Init;
 use super::layers::{Conv2d, ConvCfg, Linear, Padding};
 use super::norm::LayerNorm;
-use super::resnetv2::ResNetV2Cfg;
+use super::hybrid::BackboneCfg;
 use super::vars::Vb;
 use super::Classifier;
 use crate::error::{Error, Result};
@@ -40,8 +45,21 @@ pub struct VitCfg {
     pub drop_rate: f32,
     /// Stochastic depth, linearly increasing to this rate over the blocks.
     pub drop_path_rate: f32,
-    /// ResNet-V2 backbone of a hybrid; `None` for a plain ViT.
-    pub backbone: Option<ResNetV2Cfg>,
+    /// ResNet backbone of a hybrid; `None` for a plain ViT.
+    pub backbone: Option<BackboneCfg>,
+    /// LayerScale initial value (timm `init_values`); `None`: no LayerScale.
+    pub layer_scale: Option<f32>,
+    /// How the token sequence becomes one feature vector.
+    pub pool: Pool,
+}
+
+/// Pooling of the tokens into the head's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// A class token, read after the final `norm` (timm's default).
+    Token,
+    /// No class token; the mean of the tokens, then `fc_norm` (timm `global_pool='avg'`).
+    Avg,
 }
 
 fn lin(vb: &Vb, d_in: usize, d_out: usize) -> Result<Linear> {
@@ -90,12 +108,22 @@ struct Block {
     norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+    /// LayerScale `gamma`s `[D]` of the attention and MLP branches.
+    ls: Option<(Tensor, Tensor)>,
     drop_path: f32,
     site: u64,
 }
 
 impl Block {
-    fn new(vb: &Vb, dim: usize, heads: usize, mlp_ratio: usize, dp: f32) -> Result<Self> {
+    fn new(vb: &Vb, cfg: &VitCfg, dp: f32) -> Result<Self> {
+        let (dim, heads, mlp_ratio) = (cfg.dim, cfg.heads, cfg.mlp_ratio);
+        let ls = match cfg.layer_scale {
+            None => None,
+            Some(v) => Some((
+                vb.param(&[dim], "ls1.gamma", Init::Const(v))?,
+                vb.param(&[dim], "ls2.gamma", Init::Const(v))?,
+            )),
+        };
         Ok(Block {
             norm1: LayerNorm::new(&vb.pp("norm1"), dim, LN_EPS)?,
             attn: Attention {
@@ -106,22 +134,33 @@ impl Block {
             norm2: LayerNorm::new(&vb.pp("norm2"), dim, LN_EPS)?,
             fc1: lin(&vb.pp("mlp.fc1"), dim, dim * mlp_ratio)?,
             fc2: lin(&vb.pp("mlp.fc2"), dim * mlp_ratio, dim)?,
+            ls,
             drop_path: dp,
             site: hash_str(&vb.path("drop_path")),
         })
     }
 
+    /// # Shapes
+    /// `[B, T, D]` → `[B, T, D]`
     fn forward(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let scale = |y: Tensor, g: Option<&Tensor>| -> Result<Tensor> {
+            Ok(match g {
+                Some(g) => y.broadcast_mul(g)?,
+                None => y,
+            })
+        };
         let y = self.attn.forward(&self.norm1.forward(x)?)?;
+        let y = scale(y, self.ls.as_ref().map(|l| &l.0))?;
         let x = (x + drop_path(&y, self.drop_path, ctx, self.site)?)?;
         let y = self.fc2.forward(&crate::ops::gelu_erf(
             &self.fc1.forward(&self.norm2.forward(&x)?)?,
         )?)?;
+        let y = scale(y, self.ls.as_ref().map(|l| &l.1))?;
         Ok((&x + drop_path(&y, self.drop_path, ctx, self.site ^ 1)?)?)
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Embed {
     Patch(Conv2d),
     Hybrid(Box<HybridEmbed>),
@@ -131,9 +170,12 @@ enum Embed {
 pub struct VisionTransformer {
     cfg: VitCfg,
     embed: Embed,
-    cls_token: Tensor,
+    /// `[1, 1, D]` ([`Pool::Token`] only).
+    cls_token: Option<Tensor>,
+    /// `[1, tokens, D]`: `1 + grid²` with a class token, `grid²` without.
     pos_embed: Tensor,
     blocks: Vec<Block>,
+    /// `norm` ([`Pool::Token`]: on every token) or `fc_norm` ([`Pool::Avg`]: after pooling).
     norm: LayerNorm,
     head: Linear,
     grid: usize,
@@ -178,9 +220,17 @@ impl VisionTransformer {
                 (Embed::Hybrid(Box::new(h)), g)
             }
         };
-        let cls_token = vb.param(&[1, 1, cfg.dim], "cls_token", Init::Normal { std: 1e-6 })?;
+        let cls_token = match cfg.pool {
+            Pool::Token => Some(vb.param(
+                &[1, 1, cfg.dim],
+                "cls_token",
+                Init::Normal { std: 1e-6 },
+            )?),
+            Pool::Avg => None,
+        };
+        let n_cls = usize::from(cls_token.is_some());
         let pos_embed = vb.param(
-            &[1, grid * grid + 1, cfg.dim],
+            &[1, grid * grid + n_cls, cfg.dim],
             "pos_embed",
             Init::TruncNormal { std: 0.02 },
         )?;
@@ -191,13 +241,7 @@ impl VisionTransformer {
                 } else {
                     0.0
                 };
-                Block::new(
-                    &vb.pp(format!("blocks.{i}")),
-                    cfg.dim,
-                    cfg.heads,
-                    cfg.mlp_ratio,
-                    dp,
-                )
+                Block::new(&vb.pp(format!("blocks.{i}")), cfg, dp)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(VisionTransformer {
@@ -206,7 +250,14 @@ impl VisionTransformer {
             cls_token,
             pos_embed,
             blocks,
-            norm: LayerNorm::new(&vb.pp("norm"), cfg.dim, LN_EPS)?,
+            norm: LayerNorm::new(
+                &vb.pp(match cfg.pool {
+                    Pool::Token => "norm",
+                    Pool::Avg => "fc_norm",
+                }),
+                cfg.dim,
+                LN_EPS,
+            )?,
             head: lin(&vb.pp("head"), cfg.dim, cfg.num_classes)?,
             grid,
             seed: vb.seed(),
@@ -219,10 +270,10 @@ impl VisionTransformer {
         self.grid
     }
 
-    /// All tokens after the final norm.
+    /// All tokens after the last block, and after the final `norm` with [`Pool::Token`].
     ///
     /// # Shapes
-    /// `[N, C, H, W]` → `[N, 1 + grid², D]`
+    /// `[N, C, H, W]` → `[N, 1 + grid², D]` ([`Pool::Token`]) or `[N, grid², D]` ([`Pool::Avg`])
     pub fn forward_tokens(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
         let map = match &self.embed {
             Embed::Patch(p) => p.forward(x)?,
@@ -237,13 +288,19 @@ impl VisionTransformer {
             )));
         }
         let tokens = map.flatten_from(2)?.transpose(1, 2)?;
-        let cls = self.cls_token.broadcast_as((n, 1, d))?;
-        let x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.pos_embed)?;
+        let x = match &self.cls_token {
+            Some(c) => Tensor::cat(&[&c.broadcast_as((n, 1, d))?, &tokens], 1)?,
+            None => tokens,
+        }
+        .broadcast_add(&self.pos_embed)?;
         let mut x = dropout(&x, self.cfg.drop_rate, ctx, hash_str("pos_drop"))?;
         for b in &self.blocks {
             x = b.forward(&x, ctx)?;
         }
-        self.norm.forward(&x)
+        match self.cfg.pool {
+            Pool::Token => self.norm.forward(&x),
+            Pool::Avg => Ok(x),
+        }
     }
 }
 
@@ -251,7 +308,10 @@ impl Classifier for VisionTransformer {
     fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let ctx = self.steps.ctx(self.seed, train);
         let t = self.forward_tokens(x, ctx)?;
-        let f = t.narrow(1, 0, 1)?.squeeze(1)?;
+        let f = match self.cfg.pool {
+            Pool::Token => t.narrow(1, 0, 1)?.squeeze(1)?,
+            Pool::Avg => self.norm.forward(&t.mean(1)?)?,
+        };
         dropout(&f, self.cfg.drop_rate, ctx, hash_str("head_drop"))
     }
 
