@@ -160,8 +160,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         "{}",
         crate::train::trainer::markdown_table(
             &format!(
-                "{} — best epoch {:?} of {}, tuning set",
-                o.preset, o.best_epoch, o.epochs_run
+                "{} — best epoch {} of {}, tuning set",
+                o.preset,
+                o.best_epoch
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                o.epochs_run
             ),
             &o.tune,
             None
