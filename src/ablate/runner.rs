@@ -719,11 +719,21 @@ mod tests {
         // A train run's folder is not taken for a pipeline run's, nor the reverse.
         let pipe = PipelineConfig::from_toml("[[stage]]\nkind = \"train\"\n").unwrap();
         let m = pipeline_status(d.path(), &pipe).unwrap_err().to_string();
-        assert!(m.contains("a train experiment") && m.contains("delete"), "{m}");
+        assert!(
+            m.contains("a train experiment") && m.contains("delete"),
+            "{m}"
+        );
         let e = tempfile::tempdir().unwrap();
         assert_eq!(pipeline_status(e.path(), &pipe).unwrap(), Status::New);
-        std::fs::write(e.path().join("pipeline.toml"), toml::to_string(&pipe).unwrap()).unwrap();
-        assert_eq!(pipeline_status(e.path(), &pipe).unwrap(), Status::Interrupted);
+        std::fs::write(
+            e.path().join("pipeline.toml"),
+            toml::to_string(&pipe).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            pipeline_status(e.path(), &pipe).unwrap(),
+            Status::Interrupted
+        );
         std::fs::write(e.path().join(PREDICTIONS_FILE), "").unwrap();
         assert_eq!(pipeline_status(e.path(), &pipe).unwrap(), Status::Finished);
         let mut changed = pipe.clone();

@@ -382,7 +382,10 @@ impl Experiment {
         let ctx = |m: String| {
             Error::input(
                 &self.file,
-                format!("run {:?} (pipeline base + [common] + its overrides): {m}", col.name),
+                format!(
+                    "run {:?} (pipeline base + [common] + its overrides): {m}",
+                    col.name
+                ),
             )
         };
         if self.kind != BaseKind::Pipeline {
@@ -737,7 +740,10 @@ base.model.preset = "hybrid_tiny"
         .unwrap();
         let p = w.pipeline(&w.columns[0], 0, out).unwrap();
         assert_eq!(p.stages.len(), 2);
-        assert_eq!((p.stages[0].kind, p.stages[1].kind), (StageKind::Train, StageKind::Eval));
+        assert_eq!(
+            (p.stages[0].kind, p.stages[1].kind),
+            (StageKind::Train, StageKind::Eval)
+        );
         assert_eq!(w.config(&w.columns[0], 0, out).unwrap().train.epochs, 3);
         // A stage error names the run and the stage.
         let bad = PIPE.replace("from = \"train\"\nlabels", "from = \"nope\"\nlabels");

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::densenet::{DenseNet, DenseNetCfg};
+use super::hybrid::BackboneCfg;
 use super::pool::{max_pool2d, max_pool2d_composed, PoolPad};
 use super::resnet::{BlockKind, ResNet, ResNetCfg};
 use super::resnetv2::ResNetV2Cfg;
-use super::hybrid::BackboneCfg;
 use super::vit::{Pool, VisionTransformer, VitCfg};
 use super::weights::{import, ImportOptions};
 use super::{Classifier, ModelVars};

@@ -16,11 +16,11 @@
 use candle_core::Tensor;
 
 use super::drop::{drop_path, dropout, Ctx, StepCounter};
+use super::hybrid::BackboneCfg;
 use super::hybrid::HybridEmbed;
 use super::init::Init;
 use super::layers::{Conv2d, ConvCfg, Linear, Padding};
 use super::norm::LayerNorm;
-use super::hybrid::BackboneCfg;
 use super::vars::Vb;
 use super::Classifier;
 use crate::error::{Error, Result};
@@ -221,11 +221,9 @@ impl VisionTransformer {
             }
         };
         let cls_token = match cfg.pool {
-            Pool::Token => Some(vb.param(
-                &[1, 1, cfg.dim],
-                "cls_token",
-                Init::Normal { std: 1e-6 },
-            )?),
+            Pool::Token => {
+                Some(vb.param(&[1, 1, cfg.dim], "cls_token", Init::Normal { std: 1e-6 })?)
+            }
             Pool::Avg => None,
         };
         let n_cls = usize::from(cls_token.is_some());

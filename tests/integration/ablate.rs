@@ -261,14 +261,25 @@ name = "relabel-head"
     )
     .unwrap();
     let res = dir.path().join("res");
-    let ablate = || run(&["ablate", exp.to_str().unwrap(), "--out", res.to_str().unwrap()]);
+    let ablate = || {
+        run(&[
+            "ablate",
+            exp.to_str().unwrap(),
+            "--out",
+            res.to_str().unwrap(),
+        ])
+    };
     let o = ablate();
     let (so, se) = out_err(&o);
     assert!(o.status.success(), "{se}");
     assert!(so.contains("[2/2] relabel-head seed 1: training"), "{so}");
     // Each column is a pipeline run: plain = train + the appended eval; the other has every stage.
     for stage in ["01-train", "02-test_eval"] {
-        assert!(res.join("plain/seed-1").join(stage).join("stage.json").is_file());
+        assert!(res
+            .join("plain/seed-1")
+            .join(stage)
+            .join("stage.json")
+            .is_file());
     }
     let r = res.join("relabel-head/seed-1");
     for stage in ["01-train", "02-relabel", "03-train_head", "04-test_eval"] {
@@ -286,10 +297,7 @@ name = "relabel-head"
         head.starts_with("row,plain_mean,") && head.contains(",relabel-head_mean,"),
         "{head}"
     );
-    assert!(
-        csv.lines().any(|l| l.starts_with("delta MEAN (")),
-        "{csv}"
-    );
+    assert!(csv.lines().any(|l| l.starts_with("delta MEAN (")), "{csv}");
     // Rerun: both skipped.
     let o = ablate();
     let (so, se) = out_err(&o);
