@@ -27,7 +27,7 @@ use std::time::Instant;
 use candle_core::DType;
 use serde::Serialize;
 
-use super::spec::{BaseKind, Column, Experiment};
+use super::spec::{Column, Experiment};
 use super::table::{self, AblationTable, ColumnInput, TableMeta};
 use crate::config::Config;
 use crate::data::Dataset;
@@ -326,11 +326,7 @@ pub fn run(exp: &Experiment, opts: &Options) -> Result<Outcome> {
     for col in &exp.columns {
         for &seed in &exp.seeds {
             let d = run_dir(&dir, &col.name, seed);
-            let mut cfg = exp.config(col, seed, &d)?;
-            let mut pipe = match exp.kind {
-                BaseKind::Train => None,
-                BaseKind::Pipeline => Some(exp.pipeline(col, seed, &d)?),
-            };
+            let (mut cfg, mut pipe) = exp.resolve(col, seed, &d)?;
             if let Some(dev) = &opts.device {
                 cfg.device = dev.clone();
                 cfg.validate()?;

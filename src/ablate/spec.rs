@@ -28,7 +28,10 @@
 //! ```
 //!
 //! Merging: tables merge key by key (recursively), any other value (numbers, strings, arrays)
-//! replaces the base's.
+//! replaces the base's. The merged table is parsed by [`Config::from_toml`] (unknown keys are
+//! errors) and checked by [`Config::validate`], so a typo in an override fails before anything
+//! trains. Paths inside the configuration stay relative to the working directory, as with
+//! `noisycxr train --config`; only `base` is relative to the experiment file.
 //!
 //! **`kind = "pipeline"`**: the base is a `noisycxr pipeline` file (`[base]` training config +
 //! `[[stage]]` list) and every override addresses that file's keys: `base.model.preset = ...`
@@ -39,10 +42,7 @@
 //! the last stage with a checkpoint) so every column has test-set predictions. The oracle sets
 //! `base.data.train_csv`. A `train` config given as a pipeline experiment's base (a file with
 //! neither `base` nor `stage` keys) becomes the `[base]` of a one-stage pipeline
-//! (`stage = [{ kind = "train" }]`), so CPU tables share `bases/cpu.toml` whatever their kind. The merged table is parsed by [`Config::from_toml`] (unknown keys are
-//! errors) and checked by [`Config::validate`], so a typo in an override fails before anything
-//! trains. Paths inside the configuration stay relative to the working directory, as with
-//! `noisycxr train --config`; only `base` is relative to the experiment file.
+//! (`stage = [{ kind = "train" }]`), so CPU tables share `bases/cpu.toml` whatever their kind.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -350,29 +350,43 @@ impl Experiment {
 
     /// The resolved, validated training configuration of `col` for `seed`, writing into
     /// `out`. For a pipeline experiment: the pipeline's `[base]` (what the table reads the data,
-    /// seed and device from); [`Experiment::pipeline`] gives the whole pipeline.
+    /// seed and device from); [`Experiment::resolve`] also gives the whole pipeline.
     pub fn config(&self, col: &Column, seed: u64, out: &Path) -> Result<Config> {
+        Ok(self.resolve(col, seed, out)?.0)
+    }
+
+    /// [`Experiment::config`] and, for a pipeline experiment, [`Experiment::pipeline`], each
+    /// resolved and validated once.
+    pub fn resolve(
+        &self,
+        col: &Column,
+        seed: u64,
+        out: &Path,
+    ) -> Result<(Config, Option<PipelineConfig>)> {
         let ctx = |m: String| {
             Error::input(
                 &self.file,
                 format!("run {:?} (base + [common] + its overrides): {m}", col.name),
             )
         };
-        let mut cfg = match self.kind {
+        let (mut cfg, pipe) = match self.kind {
             BaseKind::Train => {
                 let t = self.table(col)?;
                 let text = toml::to_string(&t).map_err(|e| Error::Other(e.to_string()))?;
-                Config::from_toml(&text).map_err(|e| ctx(e.to_string()))?
+                (
+                    Config::from_toml(&text).map_err(|e| ctx(e.to_string()))?,
+                    None,
+                )
             }
-            BaseKind::Pipeline => self
-                .pipeline(col, seed, out)?
-                .base_config()
-                .map_err(|e| ctx(e.to_string()))?,
+            BaseKind::Pipeline => {
+                let p = self.pipeline(col, seed, out)?;
+                (p.base_config().map_err(|e| ctx(e.to_string()))?, Some(p))
+            }
         };
         cfg.seed = seed;
         cfg.out = out.to_path_buf();
         cfg.validate().map_err(|e| ctx(e.to_string()))?;
-        Ok(cfg)
+        Ok((cfg, pipe))
     }
 
     /// The resolved, validated pipeline of `col` for `seed`, run in `out` (pipeline
@@ -402,7 +416,7 @@ impl Experiment {
                 .iter()
                 .rev()
                 .find(|s| s.kind.makes_checkpoint())
-                .map(|s| s.name.clone().unwrap_or_else(|| s.kind.as_str().into()))
+                .map(|s| s.name().to_string())
                 .ok_or_else(|| {
                     ctx("no train or train_head stage: nothing to evaluate on the test set".into())
                 })?;
@@ -424,11 +438,7 @@ impl Experiment {
 
 /// `want`, or `want_2`, `want_3`, ... : a stage name no stage in `stages` uses.
 fn unused_name(stages: &[StageSpec], want: &str) -> String {
-    let taken = |n: &str| {
-        stages
-            .iter()
-            .any(|s| s.name.as_deref().unwrap_or(s.kind.as_str()) == n)
-    };
+    let taken = |n: &str| stages.iter().any(|s| s.name() == n);
     let mut name = want.to_string();
     let mut i = 2;
     while taken(&name) {

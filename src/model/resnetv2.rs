@@ -180,11 +180,6 @@ impl ResNetV2 {
         g
     }
 
-    /// Total stride: 4 for the stem, 2 per stage after the first.
-    pub fn stride(&self) -> usize {
-        4 * (1usize << self.stages.len().saturating_sub(1))
-    }
-
     /// # Shapes
     /// `[N, C_in, H, W]` → `[N, out_chans, ceil(H / stride), ceil(W / stride)]`
     pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {

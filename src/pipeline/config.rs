@@ -99,6 +99,13 @@ pub struct StageSpec {
     pub calibrate: Option<bool>,
 }
 
+impl StageSpec {
+    /// The stage's name: `name`, or its kind when unnamed.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.kind.as_str())
+    }
+}
+
 /// The whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,10 +214,7 @@ impl PipelineConfig {
         let base_text = toml::to_string(&self.base).unwrap_or_default();
         let mut stages: Vec<Stage> = Vec::with_capacity(self.stages.len());
         for (i, spec) in self.stages.iter().enumerate() {
-            let name = spec
-                .name
-                .clone()
-                .unwrap_or_else(|| spec.kind.as_str().to_string());
+            let name = spec.name().to_string();
             let at = format!("stage[{}] {name:?}", i + 1);
             let bad = |m: String| Error::Config(format!("{at}: {m}"));
             if name.is_empty()
