@@ -54,6 +54,9 @@ pub struct TrainFlags {
     /// Stop after N epochs without a better tuning mean AUROC.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// f32, or mixed precision bf16 | f16 (f32 master weights; f16 with loss scaling).
+    #[arg(long, value_name = "P")]
+    pub precision: Option<String>,
     /// Retrain only the head of the --init checkpoint (backbone frozen, features cached).
     #[arg(long)]
     pub head_only: bool,
@@ -109,6 +112,9 @@ impl TrainFlags {
         }
         if let Some(v) = self.patience {
             t.patience = Some(v);
+        }
+        if let Some(p) = &self.precision {
+            t.precision = parse_enum("precision", p)?;
         }
         if self.head_only {
             t.head_only = true;

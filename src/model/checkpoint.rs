@@ -53,8 +53,16 @@ pub fn save(
     model.validate()?;
     preprocess.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
-        vars.named_tensors().into_iter().collect();
+    // Weights go to disk as f32 whatever the training precision, so a checkpoint loads
+    // at any precision without a double rounding.
+    let mut tensors = std::collections::HashMap::new();
+    for (k, t) in vars.named_tensors() {
+        let t = match t.dtype() {
+            DType::BF16 | DType::F16 => t.to_dtype(DType::F32)?,
+            _ => t,
+        };
+        tensors.insert(k, t);
+    }
     let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
     candle_core::safetensors::save(&tensors, &tmp)
         .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;

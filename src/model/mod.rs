@@ -10,6 +10,7 @@
 //! Build a model with [`presets::build`]; get its input specification with
 //! [`presets::preprocess`].
 
+pub mod cast;
 pub mod checkpoint;
 pub mod densenet;
 pub mod drop;

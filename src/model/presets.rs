@@ -14,6 +14,7 @@
 //! Tiny presets are trained from scratch on grayscale films, so they default to one input
 //! channel (no replicated channels to waste compute on) and 0.5 / 0.5.
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use super::densenet::{DenseNet, DenseNetCfg};
@@ -391,14 +392,19 @@ fn densenet_cfg(c: &ModelConfig) -> Result<DenseNetCfg> {
 }
 
 /// Builds the model `cfg` describes, creating its variables in `vars` (seeded initial values;
-/// variables already present are reused, e.g. after [`super::checkpoint::load`]).
+/// variables already present are reused, e.g. after [`super::checkpoint::load`]). A `bf16`/`f16`
+/// store gives a model behind [`super::cast::HalfPrecision`]: any float input, `f32` logits.
 pub fn build(cfg: &ModelConfig, vars: &ModelVars) -> Result<Box<dyn Classifier>> {
     cfg.validate()?;
     let vb = vars.root();
-    Ok(match cfg.info()?.family {
+    let model: Box<dyn Classifier> = match cfg.info()?.family {
         Family::ResNet => Box::new(ResNet::new(&resnet_cfg(cfg)?, &vb)?),
         Family::Vit | Family::Hybrid => Box::new(VisionTransformer::new(&vit_cfg(cfg)?, &vb)?),
         Family::DenseNet => Box::new(DenseNet::new(&densenet_cfg(cfg)?, &vb)?),
+    };
+    Ok(match vars.dtype() {
+        DType::BF16 | DType::F16 => Box::new(super::cast::HalfPrecision::new(model, vars.dtype())),
+        _ => model,
     })
 }
 
@@ -538,7 +544,8 @@ mod tests {
                 let vars = ModelVars::new(3, dtype, &Device::Cpu);
                 let model = build(&ModelConfig::new(p, 4), &vars)?;
                 let got = model.forward(&x.to_dtype(dtype)?, false)?;
-                assert_eq!(got.dtype(), dtype, "{p}");
+                // A half-precision model computes in its dtype and hands out f32 logits.
+                assert_eq!(got.dtype(), DType::F32, "{p}");
                 let err = (got.to_dtype(DType::F32)? - &want)?
                     .abs()?
                     .max_all()?

@@ -1,11 +1,13 @@
 //! Exact (erf) GELU with a multi-threaded CPU `f32` forward and a one-pass backward (candle's
 //! `gelu_erf` runs on one thread and its backward is five tensor ops).
 //!
-//! `y = x · Φ(x) = ½ x (1 + erf(x / √2))`, `dy/dx = Φ(x) + x · φ(x)`.
+//! `y = x · Φ(x) = ½ x (1 + erf(x / √2))`, `dy/dx = Φ(x) + x · φ(x)`, with the vectorised
+//! [`super::fastmath`] `erf` and `exp` (PyTorch's CPU kernel uses the same `erf` formula).
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath;
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
 use crate::error::Result;
 
@@ -39,7 +41,7 @@ impl CustomOp1 for Gelu {
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
                 for (y, &x) in yc.iter_mut().zip(xc) {
-                    *y = 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2));
+                    *y = 0.5 * x * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
                 }
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -58,8 +60,8 @@ impl CustomOp1 for Gelu {
             .zip(dy.par_chunks(CHUNK))
             .for_each(|((dc, xc), gc)| {
                 for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                    let cdf = 0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+                    let cdf = 0.5 * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
+                    let pdf = INV_SQRT_2PI * fastmath::exp(-0.5 * x * x);
                     *d = g * (cdf + x * pdf);
                 }
             });

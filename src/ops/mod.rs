@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod batch_norm;
 pub mod conv2d;
+pub mod fastmath;
 pub mod gelu;
 pub mod group_norm;
 mod host;

@@ -42,11 +42,11 @@ impl CustomOp1 for Softmax {
             .for_each(|(yc, xc)| {
                 for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
                     let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let mut s = 0f32;
+                    // Two passes, so the exp loop vectorises (a running sum would not).
                     for (y, &x) in yr.iter_mut().zip(xr) {
-                        *y = (x - m).exp();
-                        s += *y;
+                        *y = super::fastmath::exp(x - m);
                     }
+                    let s: f32 = yr.iter().sum();
                     let inv = 1.0 / s;
                     yr.iter_mut().for_each(|y| *y *= inv);
                 }

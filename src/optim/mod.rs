@@ -22,6 +22,7 @@ pub mod sgd;
 #[cfg(test)]
 mod fixtures;
 mod inplace;
+pub mod mixed;
 
 use std::collections::HashMap;
 
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_factor, clip_grad_norm, global_grad_norm};
+pub use mixed::MixedPrecision;
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 
@@ -75,6 +77,12 @@ pub trait Optimizer: Send {
     /// [`Optimizer::step`] with every gradient multiplied by `grad_scale` first, fused into the
     /// same pass (global-norm clipping via [`clip_factor`], or un-scaling an `f16` loss scale).
     fn step_scaled(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()>;
+
+    /// The factor the loss is multiplied by before `backward` (`f16` mixed precision's dynamic
+    /// loss scale, [`MixedPrecision`]); the gradients `step` receives carry it. 1 otherwise.
+    fn loss_scale(&self) -> f64 {
+        1.0
+    }
 
     /// All state as named tensors, for the checkpoint.
     fn state(&self) -> Result<Vec<(String, Tensor)>>;

@@ -87,8 +87,21 @@ pub enum ScheduleKind {
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     F32,
+    /// Mixed precision: `bf16` forward/backward, `f32` master weights.
     Bf16,
+    /// Mixed precision: `f16` forward/backward, `f32` master weights, dynamic loss scaling.
     F16,
+}
+
+impl Precision {
+    /// The dtype the model's variables and activations use.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+            Precision::F16 => candle_core::DType::F16,
+        }
+    }
 }
 
 /// `[train]`: the optimisation loop.

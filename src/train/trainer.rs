@@ -68,15 +68,21 @@ pub struct RunOptions {
 pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
     let resume = opts.resume;
     let device = crate::config::parse_device(&cfg.device)?.device()?;
-    let dtype = match cfg.train.precision {
-        super::config::Precision::F32 => DType::F32,
-        other => {
-            return Err(Error::Config(format!(
-                "train.precision = {other:?} needs the CUDA mixed-precision path, which is not \
-                 built yet; use \"f32\""
-            )))
-        }
-    };
+    let dtype = cfg.train.precision.dtype();
+    if dtype == DType::BF16 && device.is_cpu() {
+        return Err(Error::Config(
+            "train.precision = \"bf16\" needs --device cuda: candle has no bf16 matrix multiply \
+             on the CPU (use \"f32\", or \"f16\" to check the mixed-precision path on the CPU)"
+                .into(),
+        ));
+    }
+    if dtype != DType::F32 && device.is_cpu() {
+        eprintln!(
+            "note: train.precision = {:?} on the CPU runs candle's {dtype:?} kernels, which are \
+             slower than f32 here; mixed precision pays on CUDA",
+            cfg.train.precision
+        );
+    }
     crate::commands::synth::ensure_dataset(cfg)?;
     let out = cfg.out.clone();
     let last_dir = out.join("last");
@@ -122,7 +128,11 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
         !head_only || name.starts_with(model.head_prefix())
     })?;
     let trainable: Vec<candle_core::Var> = params.iter().map(|p| p.var.clone()).collect();
-    let mut opt = cfg.train.optimizer.build(params)?;
+    let mut opt: Box<dyn optim::Optimizer> = if dtype == DType::F32 {
+        cfg.train.optimizer.build(params)?
+    } else {
+        Box::new(optim::MixedPrecision::new(params, &cfg.train.optimizer)?)
+    };
     let mut st = if resuming {
         state::load_optimizer(&last_dir, opt.as_mut(), &device)?;
         let s = state::load_state(&last_dir)?;
@@ -219,13 +229,24 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
                     last_dir.display()
                 )));
                 }
-                let mut grads = sl.total.backward()?;
-                if let Some(c) = cfg.train.clip_grad_norm {
-                    let refs: Vec<&candle_core::Var> = trainable.iter().collect();
-                    optim::clip::clip_grad_norm(&mut grads, &refs, c)?;
-                }
+                // f16 mixed precision scales the loss (and so every gradient) by the optimizer's
+                // loss scale; the optimizer un-scales inside its update.
+                let loss_scale = opt.loss_scale();
+                let grads = if loss_scale == 1.0 {
+                    sl.total.backward()?
+                } else {
+                    sl.total.affine(loss_scale, 0.0)?.backward()?
+                };
+                let clip = match cfg.train.clip_grad_norm {
+                    Some(c) => {
+                        let refs: Vec<&candle_core::Var> = trainable.iter().collect();
+                        let norm = optim::global_grad_norm(&grads, &refs)? / loss_scale;
+                        optim::clip_factor(norm, c)
+                    }
+                    None => 1.0,
+                };
                 let lr = schedule.lr(cfg.train.lr, st.step);
-                opt.step(&grads, lr)?;
+                opt.step_scaled(&grads, lr, clip)?;
                 st.step += 1;
                 loss_sum += loss as f64;
                 n_steps += 1;
