@@ -97,6 +97,40 @@ fn synth_refuses_to_overwrite_and_train_resumes_exactly() {
         "resumed run differs from the uninterrupted one"
     );
 
+    // Mixed precision (f16 on the CPU; bf16 needs CUDA): trains, stops, resumes from its f32
+    // masters; weights go to disk as f32, the optimizer state holds the masters and the scaler.
+    let h = dir.path().join("h");
+    let o = train(
+        &lab,
+        &h,
+        "2",
+        &["--precision", "f16", "--stop-after-epoch", "1"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train(&lab, &h, "2", &["--precision", "f16", "--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("MEAN (5 competition tasks)"), "{stdout}");
+    let weights = safetensors_dtypes(&h.join("best/model.safetensors"));
+    assert!(
+        !weights.is_empty() && weights.values().all(|d| d == "F32"),
+        "{weights:?}"
+    );
+    let state = safetensors_dtypes(&h.join("last/optimizer.safetensors"));
+    assert!(state.contains_key("amp.scaler"), "{:?}", state.keys());
+    let masters = state
+        .keys()
+        .filter(|k| k.starts_with("amp.master."))
+        .count();
+    assert_eq!(
+        masters,
+        weights.len() - bn_buffers(&weights),
+        "one master per parameter"
+    );
+    let bf = train(&lab, &dir.path().join("bf"), "1", &["--precision", "bf16"]);
+    assert_eq!(bf.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bf.stderr).contains("bf16"));
+
     // The design card's command line parses and trains (the hybrid with MentorNet reweighting).
     let c = dir.path().join("c");
     let o = run(&[
@@ -121,6 +155,32 @@ fn synth_refuses_to_overwrite_and_train_resumes_exactly() {
         cfg.contains("preset = \"hybrid_tiny\"") && cfg.contains("tau = 0.5"),
         "{cfg}"
     );
+}
+
+/// Tensor name → dtype from a safetensors file's JSON header.
+fn safetensors_dtypes(p: &Path) -> std::collections::BTreeMap<String, String> {
+    let bytes = std::fs::read(p).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| (k.clone(), v["dtype"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// BatchNorm running statistics and counters among checkpoint tensors (not trained).
+fn bn_buffers(weights: &std::collections::BTreeMap<String, String>) -> usize {
+    weights
+        .keys()
+        .filter(|k| {
+            k.ends_with("running_mean")
+                || k.ends_with("running_var")
+                || k.ends_with("num_batches_tracked")
+        })
+        .count()
 }
 
 #[test]
