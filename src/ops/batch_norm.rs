@@ -189,7 +189,7 @@ impl CustomOp3 for BnApply {
         let b = storage_f32(s3, l3, "batch_norm beta")?;
         let (_, c, h, w) = l1.shape().dims4()?;
         let hw = h * w;
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::alloc::overwritten_f32(x.len());
         y.par_chunks_mut(hw.max(1))
             .zip(x.par_chunks(hw.max(1)))
             .enumerate()
@@ -262,7 +262,7 @@ impl CustomOp3 for BnApply {
                 (a, b, k)
             })
             .collect();
-        let mut dx = vec![0f32; xs.len()];
+        let mut dx = super::alloc::overwritten_f32(xs.len());
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, d)| {

@@ -36,7 +36,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = storage_f32(s, l, "gelu input")?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::alloc::overwritten_f32(x.len());
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
@@ -54,7 +54,7 @@ impl CustomOp1 for Gelu {
             view_f32(&grad).map_err(to_candle)?,
         );
         let (xs, dy) = (xv.as_slice(), dyv.as_slice());
-        let mut dx = vec![0f32; xs.len()];
+        let mut dx = super::alloc::overwritten_f32(xs.len());
         dx.par_chunks_mut(CHUNK)
             .zip(xs.par_chunks(CHUNK))
             .zip(dy.par_chunks(CHUNK))

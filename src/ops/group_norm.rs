@@ -130,7 +130,7 @@ impl CustomOp3 for GroupNormOp {
         let (_, c, h, w) = l1.shape().dims4()?;
         let (hw, cg) = (h * w, c / self.groups);
         let block = (cg * hw).max(1);
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::alloc::overwritten_f32(x.len());
         let stats: Vec<(f32, f32)> = y
             .par_chunks_mut(block)
             .zip(x.par_chunks(block))
@@ -191,7 +191,7 @@ impl CustomOp3 for GroupNormOp {
         };
         let relu = self.relu;
         let m = block as f32;
-        let mut dx = vec![0f32; xs.len()];
+        let mut dx = super::alloc::overwritten_f32(xs.len());
         // Per block: dx, and per channel (Σ dy·x̂, Σ dy).
         let per_channel: Vec<Vec<(f32, f32)>> = dx
             .par_chunks_mut(block)

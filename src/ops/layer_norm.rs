@@ -80,7 +80,7 @@ impl CustomOp3 for LayerNormOp {
         let d = g.len();
         let rows = x.len() / d;
         let per = rows_per_task(rows, d);
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::alloc::overwritten_f32(x.len());
         let mut stats = vec![(0f32, 0f32); rows];
         y.par_chunks_mut(per * d)
             .zip(x.par_chunks(per * d))
@@ -127,7 +127,7 @@ impl CustomOp3 for LayerNormOp {
             }
         };
         let per = rows_per_task(rows, d);
-        let mut dx = vec![0f32; xs.len()];
+        let mut dx = super::alloc::overwritten_f32(xs.len());
         let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(per * d)
             .enumerate()

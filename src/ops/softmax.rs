@@ -35,7 +35,7 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = storage_f32(s, l, "softmax input")?;
         let d = l.dims().last().copied().unwrap_or(1).max(1);
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::alloc::overwritten_f32(x.len());
         let per = rows_per_task(d) * d;
         y.par_chunks_mut(per)
             .zip(x.par_chunks(per))
@@ -62,7 +62,7 @@ impl CustomOp1 for Softmax {
         );
         let (ys, dy) = (yv.as_slice(), dyv.as_slice());
         let d = res.dims().last().copied().unwrap_or(1).max(1);
-        let mut dx = vec![0f32; ys.len()];
+        let mut dx = super::alloc::overwritten_f32(ys.len());
         let per = rows_per_task(d) * d;
         dx.par_chunks_mut(per).enumerate().for_each(|(t, dc)| {
             for (i, dr) in dc.chunks_mut(d).enumerate() {

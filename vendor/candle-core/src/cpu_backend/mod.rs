@@ -1503,7 +1503,19 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // noisycxr patch: gemm overwrites dst (read_dst = false), so it needs no zero-fill
+        // unless k = 0 leaves it untouched.
+        let mut dst = if k == 0 {
+            vec![T::zero(); b * m * n]
+        } else {
+            let mut v = Vec::with_capacity(b * m * n);
+            #[allow(clippy::uninit_vec)]
+            // SAFETY: WithDType types are plain numbers, and gemm writes every element.
+            unsafe {
+                v.set_len(b * m * n)
+            };
+            v
+        };
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
