@@ -83,20 +83,8 @@ impl Attention {
     /// # Shapes
     /// `[B, T, D]` → `[B, T, D]`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let hd = d / self.heads;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, t, 3, self.heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let attn = q.matmul(&k.t()?.contiguous()?)?;
-        // Ours, with a backward (candle_nn's `softmax_last_dim` has none).
-        let attn = crate::ops::softmax_last_dim(&attn)?;
-        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let qkv = self.qkv.forward(x)?;
+        let y = crate::ops::attention(&qkv, self.heads)?;
         self.proj.forward(&y)
     }
 }

@@ -6,6 +6,7 @@
 //! included (relative error < 1e-4).
 
 pub mod alloc;
+pub mod attention;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod fastmath;
@@ -19,6 +20,7 @@ pub mod softmax;
 mod testutil;
 
 pub use alloc::tune_allocator;
+pub use attention::attention;
 pub use batch_norm::{batch_norm2d_train, BatchNormOut};
 pub use conv2d::{conv2d, conv2d_backward, conv2d_with, Conv2dParams};
 pub use gelu::gelu_erf;
