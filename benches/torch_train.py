@@ -5,6 +5,8 @@
 Builds the timm model that our preset mirrors (the tiny presets are built from timm classes
 with the same widths and depths), AdamW (fused CPU kernel when this torch has one, else the
 default), BCE-with-logits against fixed 0/1 targets over 14 outputs, and a fixed random batch.
+`--device cuda:0 --amp bf16|f16` runs the step under torch.autocast (and a GradScaler for f16),
+synchronising the GPU before each timestamp.
 Prints one JSON line {"ready": true, "params": N, ...}, then for each line "step" on stdin runs
 one training step and prints {"fwd": s, "bwd": s, "opt": s}; "quit" (or end of input) exits.
 The Rust side alternates its own steps with these, so both see the same machine load.
@@ -88,6 +90,8 @@ def main():
     ap.add_argument("--in-chans", type=int, default=3)
     ap.add_argument("--num-classes", type=int, default=14)
     ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", choices=["none", "bf16", "f16"], default="none")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     # Flush denormals to zero: without it, freshly initialised tiny CNNs hit denormal arithmetic
@@ -103,30 +107,45 @@ def main():
         model = timm.create_model(name, **kw)
     else:
         model = tiny(a.preset, a.in_chans, a.image_size, a.num_classes)
-    model.train()
+    dev = torch.device(a.device)
+    model = model.to(dev).train()
     try:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         opt_kind = "fused"
     except (RuntimeError, TypeError, ValueError):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         opt_kind = "default"
-    x = torch.randn(a.batch_size, a.in_chans, a.image_size, a.image_size)
-    y = (torch.rand(a.batch_size, a.num_classes) > 0.5).float()
+    x = torch.randn(a.batch_size, a.in_chans, a.image_size, a.image_size).to(dev)
+    y = (torch.rand(a.batch_size, a.num_classes) > 0.5).float().to(dev)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Mixed precision as PyTorch users run it: autocast for forward + loss, GradScaler for f16.
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "f16": torch.float16}[a.amp]
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.amp == "f16")
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     print(json.dumps({"ready": True, "params": params, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "timm": timm.__version__, "optimizer": opt_kind}),
+                      "torch": torch.__version__, "timm": timm.__version__, "optimizer": opt_kind,
+                      "device": str(dev), "amp": a.amp}),
           flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
+        sync()
         t0 = time.perf_counter()
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
         loss.item()
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        sync()
         t2 = time.perf_counter()
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
+        sync()
         t3 = time.perf_counter()
         print(json.dumps({"fwd": t1 - t0, "bwd": t2 - t1, "opt": t3 - t2}), flush=True)
 

@@ -9,6 +9,10 @@
 //!
 //! Timings: `fwd` = forward + loss (read back), `bwd` = backward, `opt` = optimizer step, all in
 //! seconds; throughput = batch / median(fwd + bwd + opt) in images per second.
+//!
+//! `--device cuda --precision bf16|f16` benchmarks mixed precision on the GPU: ours with `f32`
+//! master weights ([`crate::optim::MixedPrecision`]), PyTorch with `torch.autocast` (+
+//! `GradScaler` for `f16`); both sides synchronise the device before each timestamp.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +24,8 @@ use rand::Rng;
 
 use crate::error::{Error, Result};
 use crate::model::{build, ModelConfig, ModelVars};
-use crate::optim::{params_from_varmap, AdamW, AdamWConfig, Optimizer};
+use crate::optim::{params_from_varmap, AdamWConfig, MixedPrecision, Optimizer, OptimizerConfig};
+use crate::train::config::Precision;
 
 /// The PyTorch side, shipped inside the binary.
 const TORCH_SCRIPT: &str = include_str!("../../benches/torch_train.py");
@@ -43,6 +48,10 @@ pub struct TrainBenchOptions {
     pub steps: usize,
     /// Python with torch and timm for the PyTorch column; `None` = ours only.
     pub python: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`, for both sides.
+    pub device: String,
+    /// `f32`, or mixed precision `bf16` / `f16` on both sides.
+    pub precision: Precision,
 }
 
 impl Default for TrainBenchOptions {
@@ -60,6 +69,8 @@ impl Default for TrainBenchOptions {
             warmup: 2,
             steps: 5,
             python: None,
+            device: "cpu".into(),
+            precision: Precision::F32,
         }
     }
 }
@@ -87,6 +98,12 @@ impl TrainBenchOptions {
         }
         if self.num_classes == 0 {
             return Err(Error::Usage("--num-classes must be at least 1".into()));
+        }
+        let cpu = crate::config::parse_device(&self.device)? == crate::config::DeviceSpec::Cpu;
+        if cpu && self.precision == Precision::Bf16 {
+            return Err(Error::Usage(
+                "--precision bf16 needs --device cuda (candle has no CPU bf16 matmul)".into(),
+            ));
         }
         Ok(())
     }
@@ -141,6 +158,8 @@ pub struct TrainBenchTable {
     pub batch_size: usize,
     /// Threads of our pool, also given to PyTorch.
     pub threads: usize,
+    /// Device and precision of both sides, e.g. `cpu f32`.
+    pub setup: String,
     /// `torch x / timm y / AdamW kind`, when PyTorch ran.
     pub pytorch_version: Option<String>,
 }
@@ -198,7 +217,8 @@ impl TrainBenchTable {
     pub fn to_markdown(&self) -> String {
         let b = self.batch_size;
         let mut s = format!(
-            "training step, batch {b}, {} threads (both sides); PyTorch: {}\n\n",
+            "training step, batch {b}, {}, {} threads (both sides); PyTorch: {}\n\n",
+            self.setup,
             self.threads,
             self.pytorch_version.as_deref().unwrap_or("not run")
         );
@@ -252,23 +272,36 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Our side of one preset: model, optimizer and a fixed batch.
 struct Ours {
     model: Box<dyn crate::model::Classifier>,
-    opt: AdamW,
+    opt: Box<dyn Optimizer>,
+    device: Device,
     x: Tensor,
     y: Tensor,
     params: usize,
 }
 
 impl Ours {
-    fn new(preset: &str, batch: usize, size: usize, chans: usize, classes: usize) -> Result<Ours> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        preset: &str,
+        batch: usize,
+        size: usize,
+        chans: usize,
+        classes: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Ours> {
         let mut cfg = ModelConfig::new(preset, classes);
         cfg.img_size = Some(size);
         cfg.in_chans = Some(chans);
-        let vars = ModelVars::new(0, DType::F32, &Device::Cpu);
+        let vars = ModelVars::new(0, dtype, device);
         let model = build(&cfg, &vars)?;
-        let opt = AdamW::new(
-            params_from_varmap(&vars.params, |_| true)?,
-            AdamWConfig::default(),
-        )?;
+        let params = params_from_varmap(&vars.params, |_| true)?;
+        let adamw = OptimizerConfig::Adamw(AdamWConfig::default());
+        let opt: Box<dyn Optimizer> = if dtype == DType::F32 {
+            adamw.build(params)?
+        } else {
+            Box::new(MixedPrecision::new(params, &adamw)?)
+        };
         let mut rng = crate::rng::keyed(0, crate::rng::Stream::Synth, 8, 0);
         let xv: Vec<f32> = (0..batch * chans * size * size)
             .map(|_| rng.random_range(-1.0f32..1.0))
@@ -279,21 +312,30 @@ impl Ours {
         Ok(Ours {
             model,
             opt,
-            x: Tensor::from_vec(xv, (batch, chans, size, size), &Device::Cpu)?,
-            y: Tensor::from_vec(yv, (batch, classes), &Device::Cpu)?,
+            device: device.clone(),
+            x: Tensor::from_vec(xv, (batch, chans, size, size), device)?,
+            y: Tensor::from_vec(yv, (batch, classes), device)?,
             params: vars.num_params(),
         })
     }
 
     fn step(&mut self) -> Result<[f64; 3]> {
+        self.device.synchronize()?;
         let t0 = Instant::now();
         let logits = self.model.forward(&self.x, true)?;
         let loss = crate::loss::bce_with_logits(&logits, &self.y, None)?.mean_all()?;
         let _ = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
-        let grads = loss.backward()?;
+        let scale = self.opt.loss_scale();
+        let grads = if scale == 1.0 {
+            loss.backward()?
+        } else {
+            loss.affine(scale, 0.0)?.backward()?
+        };
+        self.device.synchronize()?;
         let t2 = Instant::now();
         self.opt.step(&grads, 1e-4)?;
+        self.device.synchronize()?;
         let t3 = Instant::now();
         Ok([
             (t1 - t0).as_secs_f64(),
@@ -323,7 +365,18 @@ impl Torch {
         chans: usize,
         classes: usize,
         threads: usize,
+        device: &str,
+        precision: Precision,
     ) -> std::result::Result<Torch, String> {
+        let amp = match precision {
+            Precision::F32 => "none",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        };
+        let device = match device {
+            "cuda" => "cuda:0",
+            d => d,
+        };
         let mut child = Command::new(python)
             .arg(script)
             .args(["--preset", preset])
@@ -332,6 +385,7 @@ impl Torch {
             .args(["--in-chans", &chans.to_string()])
             .args(["--num-classes", &classes.to_string()])
             .args(["--threads", &threads.to_string()])
+            .args(["--device", device, "--amp", amp])
             .env("OMP_NUM_THREADS", threads.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -400,6 +454,7 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
     opts.validate()?;
     crate::ops::tune_allocator();
     let threads = crate::ops::num_threads();
+    let device = crate::config::parse_device(&opts.device)?.device()?;
     let script = match &opts.python {
         Some(_) => {
             let p = std::env::temp_dir()
@@ -413,6 +468,7 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
         rows: Vec::new(),
         batch_size: opts.batch_size,
         threads,
+        setup: format!("{} {:?}", opts.device, opts.precision).to_lowercase(),
         pytorch_version: None,
     };
     for preset in &opts.models {
@@ -423,7 +479,15 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
             "{preset}: building ({size}², {chans} channels, batch {})",
             opts.batch_size
         ));
-        let mut ours = Ours::new(preset, opts.batch_size, size, chans, opts.num_classes)?;
+        let mut ours = Ours::new(
+            preset,
+            opts.batch_size,
+            size,
+            chans,
+            opts.num_classes,
+            &device,
+            opts.precision.dtype(),
+        )?;
         let mut note = None;
         let mut torch = match (&opts.python, &script) {
             (Some(py), Some(sc)) => {
@@ -436,6 +500,8 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
                     chans,
                     opts.num_classes,
                     threads,
+                    &opts.device,
+                    opts.precision,
                 ) {
                     Ok(t) => {
                         table.pytorch_version = Some(t.version.clone());
@@ -534,6 +600,7 @@ mod tests {
             ],
             batch_size: 4,
             threads: 2,
+            setup: "cpu f32".into(),
             pytorch_version: None,
         };
         let csv = table.to_csv();

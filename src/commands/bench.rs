@@ -42,6 +42,12 @@ pub enum Which {
         /// A Python with torch and timm for the baseline (skipped when absent).
         #[arg(long, value_name = "PATH")]
         python: Option<PathBuf>,
+        /// cpu, cuda or cuda:N (both sides).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// f32, or mixed precision bf16 | f16 (both sides; PyTorch with autocast).
+        #[arg(long, default_value = "f32")]
+        precision: String,
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
     },
@@ -78,6 +84,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             batch_size,
             image_size,
             python,
+            device,
+            precision,
             format,
         } => {
             let o = crate::bench::TrainBenchOptions {
@@ -85,6 +93,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 batch_size: *batch_size,
                 image_size: *image_size,
                 python: python.clone(),
+                device: device.clone(),
+                precision: crate::commands::train::parse_enum("precision", precision)?,
                 ..Default::default()
             };
             let t = crate::bench::run_train(&o, |line| eprintln!("{line}"))?;
