@@ -142,13 +142,17 @@ impl Block {
         let mut y = self
             .bn1
             .forward_act(&self.conv1.forward(x)?, ctx.train, true)?;
-        y = self.bn2.forward(&self.conv2.forward(&y)?, ctx.train)?;
+        // A bottleneck's bn2 is followed by a ReLU (fused into the norm); a basic block's is not.
+        let bottleneck = self.conv3.is_some();
+        y = self
+            .bn2
+            .forward_act(&self.conv2.forward(&y)?, ctx.train, bottleneck)?;
         if let Some((c3, bn3)) = &self.conv3 {
             debug_assert_eq!(self.kind, BlockKind::Bottleneck);
-            y = bn3.forward(&c3.forward(&y.relu()?)?, ctx.train)?;
+            y = bn3.forward(&c3.forward(&y)?, ctx.train)?;
         }
         y = drop_path(&y, self.drop_path, ctx, self.site)?;
-        Ok((y + shortcut)?.relu()?)
+        crate::ops::add_relu(&y, &shortcut)
     }
 }
 

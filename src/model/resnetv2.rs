@@ -108,7 +108,7 @@ impl Bottleneck {
         let y = self.norm2.forward_act(&self.conv2.forward(&y)?, true)?;
         let y = self.norm3.forward(&self.conv3.forward(&y)?)?;
         let y = drop_path(&y, self.drop_path, ctx, self.site)?;
-        Ok((y + shortcut)?.relu()?)
+        crate::ops::add_relu(&y, &shortcut)
     }
 }
 

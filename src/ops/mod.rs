@@ -5,6 +5,7 @@
 //! through candle. Each is checked against the plain candle ops on random inputs, gradients
 //! included (relative error < 1e-4).
 
+pub mod add_relu;
 pub mod alloc;
 pub mod attention;
 pub mod batch_norm;
@@ -19,6 +20,7 @@ pub mod softmax;
 #[cfg(test)]
 mod testutil;
 
+pub use add_relu::add_relu;
 pub use alloc::tune_allocator;
 pub use attention::attention;
 pub use batch_norm::{batch_norm2d_train, BatchNormOut};
