@@ -15,6 +15,7 @@ pub mod gelu;
 pub mod group_norm;
 mod host;
 pub mod layer_norm;
+pub mod linear;
 pub mod sgemm;
 pub mod softmax;
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use conv2d::{conv2d, conv2d_backward, conv2d_with, Conv2dParams};
 pub use gelu::gelu_erf;
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
+pub use linear::linear_bias;
 pub use softmax::softmax_last_dim;
 
 /// Threads our kernels split work over: the size of rayon's global pool (`RAYON_NUM_THREADS`).
