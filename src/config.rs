@@ -233,7 +233,29 @@ impl DeviceSpec {
                          rebuild with `cargo build --release --features cuda`"
                     )));
                 }
-                Ok(candle_core::Device::new_cuda(i)?)
+                // cudarc loads libcuda and the CUDA libraries at run time and panics when one is
+                // missing; turn that into an error that says what to install.
+                let hook = std::panic::take_hook();
+                std::panic::set_hook(Box::new(|_| {}));
+                let made = std::panic::catch_unwind(|| candle_core::Device::new_cuda(i));
+                std::panic::set_hook(hook);
+                match made {
+                    Ok(d) => Ok(d?),
+                    Err(p) => {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| p.downcast_ref::<&str>().copied())
+                            .unwrap_or("unknown error");
+                        let first = msg.split(" - ").next().unwrap_or(msg);
+                        Err(Error::Config(format!(
+                            "device cuda:{i}: {first}. Needs an NVIDIA driver (libcuda) and the \
+                             CUDA 13 runtime, cuBLAS, cuRAND and NVRTC libraries on \
+                             LD_LIBRARY_PATH (e.g. the nvidia/cu13/lib folder of a PyTorch \
+                             CUDA wheel)"
+                        )))
+                    }
+                }
             }
         }
     }
