@@ -20,7 +20,10 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::host::storage_f32;
-use super::sgemm::{sgemm, MatRef};
+use super::sgemm::{sgemm, sgemm_strided, MatRef};
+
+/// Output channels (per group) below which the forward GEMM is computed transposed.
+const NARROW_COUT: usize = 64;
 use crate::error::{Error, Result};
 
 /// Geometry of a 2-D convolution.
@@ -393,7 +396,14 @@ impl Geom {
             );
             let col = self.col(x, grp, buf);
             let dst = &mut out[grp * self.cout_g * p..][..self.cout_g * p];
-            sgemm(dst, wg, col, false, threads)?;
+            if self.cout_g < NARROW_COUT {
+                // Few output channels: a short, wide product fills the GEMM microkernel badly
+                // (its tile is 64 rows); compute `outᵀ = colᵀ Wᵀ` (P rows) and write it
+                // through the destination strides straight into the NCHW layout.
+                sgemm_strided(dst, 1, p, col.t(), wg.t(), false, threads)?;
+            } else {
+                sgemm(dst, wg, col, false, threads)?;
+            }
         }
         Ok(())
     }
@@ -450,7 +460,12 @@ impl Geom {
             );
             let col = self.col(x, grp, buf);
             let dst = &mut gw[grp * self.cout_g * k..][..self.cout_g * k];
-            sgemm(dst, g, col.t(), accumulate, threads)?;
+            if self.cout_g < NARROW_COUT {
+                // As in the forward: `dWᵀ = col goutᵀ` (K rows), written through the strides.
+                sgemm_strided(dst, 1, k, col, g.t(), accumulate, threads)?;
+            } else {
+                sgemm(dst, g, col.t(), accumulate, threads)?;
+            }
         }
         Ok(())
     }
@@ -716,6 +731,9 @@ mod tests {
         check(&[1, 4, 12, 9], &[6, 4, 3, 3], 1, 2, 2, 1); // dilation 2, batch 1
         check(&[2, 6, 8, 8], &[4, 3, 3, 3], 1, 1, 1, 2); // grouped
         check(&[2, 3, 32, 32], &[8, 3, 16, 16], 16, 0, 1, 1); // ViT patch embedding
+                                                              // ≥ NARROW_COUT output channels per group: the untransposed GEMMs.
+        check(&[2, 5, 6, 6], &[64, 5, 3, 3], 1, 1, 1, 1);
+        check(&[2, 8, 5, 5], &[128, 4, 1, 1], 1, 0, 1, 2); // grouped, 64 per group
     }
 
     #[test]

@@ -66,6 +66,20 @@ pub fn sgemm(
     accumulate: bool,
     threads: usize,
 ) -> std::result::Result<(), String> {
+    sgemm_strided(dst, b.cols, 1, a, b, accumulate, threads)
+}
+
+/// [`sgemm`] into a strided destination: element `(r, c)` of `a @ b` goes to
+/// `dst[r * dst_rs + c * dst_cs]` (e.g. `dst_rs = 1, dst_cs = rows` writes the transpose).
+pub fn sgemm_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    threads: usize,
+) -> std::result::Result<(), String> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         return Err(format!(
@@ -73,7 +87,12 @@ pub fn sgemm(
             b.rows
         ));
     }
-    if dst.len() < m * n || a.data.len() < a.span() || b.data.len() < b.span() {
+    let dst_span = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * dst_rs + (n - 1) * dst_cs + 1
+    };
+    if dst.len() < dst_span || a.data.len() < a.span() || b.data.len() < b.span() {
         return Err(format!(
             "sgemm: buffers too small for {m}x{k} @ {k}x{n} (dst {}, a {}, b {})",
             dst.len(),
@@ -86,7 +105,11 @@ pub fn sgemm(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for r in 0..m {
+                for c in 0..n {
+                    dst[r * dst_rs + c * dst_cs] = 0.0;
+                }
+            }
         }
         return Ok(());
     }
@@ -98,8 +121,8 @@ pub fn sgemm(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -147,5 +170,13 @@ mod tests {
             assert!((d - w).abs() < 1e-5);
         }
         assert!(sgemm(&mut dst, am, am, false, 1).is_err());
+        // The transpose written through destination strides.
+        let mut dt = vec![0f32; 15];
+        sgemm_strided(&mut dt, 1, 3, am, bm, false, 1).unwrap();
+        for i in 0..3 {
+            for j in 0..5 {
+                assert!((dt[j * 3 + i] - want[i * 5 + j]).abs() < 1e-5);
+            }
+        }
     }
 }
