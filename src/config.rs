@@ -174,7 +174,17 @@ impl Config {
 
     /// Checks every field; the error names the field and the allowed values.
     pub fn validate(&self) -> Result<()> {
-        parse_device(&self.device)?;
+        let device = parse_device(&self.device)?;
+        if device == DeviceSpec::Cpu
+            && self.train.precision == crate::train::config::Precision::Bf16
+        {
+            return Err(Error::Config(
+                "train.precision = \"bf16\" needs --device cuda: candle has no bf16 matrix \
+                 multiply on the CPU (use \"f32\", or \"f16\" to check the mixed-precision \
+                 path on the CPU)"
+                    .into(),
+            ));
+        }
         let d = &self.data;
         if !(0.0..1.0).contains(&d.tune_fraction) {
             return Err(Error::Config(format!(

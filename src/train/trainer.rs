@@ -69,13 +69,6 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
     let resume = opts.resume;
     let device = crate::config::parse_device(&cfg.device)?.device()?;
     let dtype = cfg.train.precision.dtype();
-    if dtype == DType::BF16 && device.is_cpu() {
-        return Err(Error::Config(
-            "train.precision = \"bf16\" needs --device cuda: candle has no bf16 matrix multiply \
-             on the CPU (use \"f32\", or \"f16\" to check the mixed-precision path on the CPU)"
-                .into(),
-        ));
-    }
     if dtype != DType::F32 && device.is_cpu() {
         eprintln!(
             "note: train.precision = {:?} on the CPU runs candle's {dtype:?} kernels, which are \
