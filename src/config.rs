@@ -260,7 +260,7 @@ impl DeviceSpec {
                         let first = msg.split(" - ").next().unwrap_or(msg);
                         Err(Error::Config(format!(
                             "device cuda:{i}: {first}. Needs an NVIDIA driver (libcuda) and the \
-                             CUDA 13 runtime, cuBLAS, cuRAND and NVRTC libraries on \
+                             CUDA 13 runtime, cuBLAS and NVRTC libraries on \
                              LD_LIBRARY_PATH (e.g. the nvidia/cu13/lib folder of a PyTorch \
                              CUDA wheel)"
                         )))

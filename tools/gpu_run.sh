@@ -23,8 +23,7 @@ fi
 py="${PYTHON:-python3}"
 # cuBLAS, cuRAND, NVRTC and the CUDA runtime from PyTorch's CUDA 13 wheels; libcuda from the driver.
 nv="$("$py" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))')/nvidia"
-# candle makes a cuRAND generator with every CUDA device: if PyTorch's wheels lack libcurand,
-# a system toolkit (/usr/local/cuda*) is the other place to find it.
+# A system toolkit (/usr/local/cuda*) is the other place to find them.
 libs="$(find "$nv" -maxdepth 3 -type d -name lib | tr '\n' ':')"
 libs="$libs$(ls -d /usr/local/cuda*/lib64 2>/dev/null | tr '\n' ':')"
 export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:-}"

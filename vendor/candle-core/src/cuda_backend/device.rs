@@ -63,7 +63,9 @@ pub struct CudaDevice {
     custom_modules: Arc<std::sync::RwLock<HashMap<String, Arc<cudarc::driver::CudaModule>>>>,
     stream: Arc<cudarc::driver::CudaStream>,
     pub(crate) blas: Arc<cudarc::cublas::CudaBlas>,
-    curand: Arc<Mutex<CudaRng>>,
+    /// noisycxr patch: created on first use (with `seed_value`), so that making a device does
+    /// not need libcurand, which code without candle's random ops never uses.
+    curand: Arc<Mutex<Option<CudaRng>>>,
     seed_value: Arc<RwLock<u64>>,
 }
 
@@ -373,7 +375,6 @@ impl CudaDevice {
         stream: Arc<cudarc::driver::CudaStream>,
     ) -> Result<Self> {
         let blas = cudarc::cublas::CudaBlas::new(stream.clone()).w()?;
-        let curand = cudarc::curand::CudaRng::new(299792458, stream.clone()).w()?;
         let module_store = ModuleStore {
             mdls: [const { None }; kernels::ALL_IDS.len()],
         };
@@ -382,11 +383,26 @@ impl CudaDevice {
             context,
             stream,
             blas: Arc::new(blas),
-            curand: Arc::new(Mutex::new(CudaRng(curand))),
+            curand: Arc::new(Mutex::new(None)),
             modules: Arc::new(std::sync::RwLock::new(module_store)),
             custom_modules: Arc::new(std::sync::RwLock::new(HashMap::new())),
             seed_value: Arc::new(RwLock::new(299792458)),
         })
+    }
+}
+
+impl CudaDevice {
+    /// The cuRAND generator, made from `seed_value` on first use (noisycxr patch).
+    fn lazy_rng<'a>(&self, slot: &'a mut Option<CudaRng>) -> Result<&'a mut CudaRng> {
+        if slot.is_none() {
+            let seed = *self.seed_value.read().unwrap();
+            let rng = cudarc::curand::CudaRng::new(seed, self.stream.clone()).w()?;
+            *slot = Some(CudaRng(rng));
+        }
+        match slot.as_mut() {
+            Some(rng) => Ok(rng),
+            None => crate::bail!("cuda: no curand generator"),
+        }
     }
 }
 
@@ -402,8 +418,8 @@ impl BackendDevice for CudaDevice {
     fn set_seed(&self, seed: u64) -> Result<()> {
         // We do not call set_seed but instead create a new curand object. This ensures that the
         // state will be identical and the same random numbers will be generated.
-        let mut curand = self.curand.lock().unwrap();
-        curand.0 = cudarc::curand::CudaRng::new(seed, self.stream.clone()).w()?;
+        // noisycxr patch: the generator is (re)made lazily from seed_value on its next use.
+        *self.curand.lock().unwrap() = None;
         *self.seed_value.write().unwrap() = seed;
         Ok(())
     }
@@ -479,7 +495,8 @@ impl BackendDevice for CudaDevice {
 
     fn rand_uniform(&self, shape: &Shape, dtype: DType, lo: f64, up: f64) -> Result<CudaStorage> {
         let elem_count = shape.elem_count();
-        let curand = self.curand.lock().unwrap();
+        let mut guard = self.curand.lock().unwrap();
+        let curand = self.lazy_rng(&mut guard)?;
         let slice = match dtype {
             // TODO: Add support for F16 and BF16 though this is likely to require some upstream
             // cudarc changes.
@@ -529,7 +546,8 @@ impl BackendDevice for CudaDevice {
         // TODO: Add support for F16 and BF16 though this is likely to require some upstream
         // cudarc changes.
         let elem_count = shape.elem_count();
-        let curand = self.curand.lock().unwrap();
+        let mut guard = self.curand.lock().unwrap();
+        let curand = self.lazy_rng(&mut guard)?;
         // curand can only generate an odd number of values.
         // https://github.com/huggingface/candle/issues/734
         let elem_count_round = if elem_count % 2 == 1 {
