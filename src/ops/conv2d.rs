@@ -502,15 +502,16 @@ impl CustomOp2 for Conv2dOp {
         let x = storage_f32(s1, l1, "conv2d input")?;
         let wt = storage_f32(s2, l2, "conv2d weight")?;
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
-        let mut out = vec![0f32; g.n * op];
+        // Every group's GEMM writes its whole block (no accumulation).
+        let mut out = super::alloc::overwritten_f32(g.n * op);
         let threads = super::num_threads();
         let res = if g.per_image_threads(threads) {
             out.par_chunks_mut(op.max(1)).enumerate().try_for_each_init(
-                || vec![0f32; g.col_len()],
+                || super::alloc::overwritten_f32(g.col_len()),
                 |buf, (i, o)| g.forward_image(&x[i * chw..][..chw], wt, o, buf, 1),
             )
         } else {
-            let mut buf = vec![0f32; g.col_len()];
+            let mut buf = super::alloc::overwritten_f32(g.col_len());
             (0..g.n).try_for_each(|i| {
                 g.forward_image(
                     &x[i * chw..][..chw],
@@ -596,11 +597,11 @@ impl CustomOp2 for Conv2dGradInput {
         let threads = super::num_threads();
         let res = if g.per_image_threads(threads) {
             gx.par_chunks_mut(chw.max(1)).enumerate().try_for_each_init(
-                || vec![0f32; g.col_len()],
+                || super::alloc::overwritten_f32(g.col_len()),
                 |buf, (i, d)| g.grad_input_image(&gout[i * op..][..op], wt, d, buf, 1),
             )
         } else {
-            let mut buf = vec![0f32; g.col_len()];
+            let mut buf = super::alloc::overwritten_f32(g.col_len());
             (0..g.n).try_for_each(|i| {
                 let d = &mut gx[i * chw..][..chw];
                 g.grad_input_image(&gout[i * op..][..op], wt, d, &mut buf, threads)
@@ -647,7 +648,7 @@ impl CustomOp2 for Conv2dGradWeight {
                 .into_par_iter()
                 .map(|t| {
                     let mut acc = vec![0f32; wlen];
-                    let mut buf = vec![0f32; g.col_len()];
+                    let mut buf = super::alloc::overwritten_f32(g.col_len());
                     for i in t * per..((t + 1) * per).min(g.n) {
                         let (xi, gi) = (&x[i * chw..][..chw], &gout[i * op..][..op]);
                         g.grad_weight_image(xi, gi, &mut acc, &mut buf, i > t * per, 1)?;
@@ -666,7 +667,7 @@ impl CustomOp2 for Conv2dGradWeight {
             acc
         } else {
             let mut acc = vec![0f32; wlen];
-            let mut buf = vec![0f32; g.col_len()];
+            let mut buf = super::alloc::overwritten_f32(g.col_len());
             for i in 0..g.n {
                 let (xi, gi) = (&x[i * chw..][..chw], &gout[i * op..][..op]);
                 g.grad_weight_image(xi, gi, &mut acc, &mut buf, i > 0, threads)
