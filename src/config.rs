@@ -174,16 +174,10 @@ impl Config {
 
     /// Checks every field; the error names the field and the allowed values.
     pub fn validate(&self) -> Result<()> {
-        let device = parse_device(&self.device)?;
-        if device == DeviceSpec::Cpu
-            && self.train.precision == crate::train::config::Precision::Bf16
-        {
-            return Err(Error::Config(
-                "train.precision = \"bf16\" needs --device cuda: candle has no bf16 matrix \
-                 multiply on the CPU (use \"f32\", or \"f16\" to check the mixed-precision \
-                 path on the CPU)"
-                    .into(),
-            ));
+        if parse_device(&self.device)? == DeviceSpec::Cpu {
+            if let Some(why) = self.train.precision.cpu_unsupported() {
+                return Err(Error::Config(format!("train.precision = {why}")));
+            }
         }
         let d = &self.data;
         if !(0.0..1.0).contains(&d.tune_fraction) {

@@ -11,7 +11,7 @@
 //! seconds; throughput = batch / median(fwd + bwd + opt) in images per second.
 //!
 //! `--device cuda --precision bf16|f16` benchmarks mixed precision on the GPU: ours with `f32`
-//! master weights ([`crate::optim::MixedPrecision`]), PyTorch with `torch.autocast` (+
+//! master weights ([`crate::optim::MixedPrecision`], which `OptimizerConfig::build` picks), PyTorch with `torch.autocast` (+
 //! `GradScaler` for `f16`); both sides synchronise the device before each timestamp.
 
 use std::io::{BufRead, BufReader, Write};
@@ -24,7 +24,7 @@ use rand::Rng;
 
 use crate::error::{Error, Result};
 use crate::model::{build, ModelConfig, ModelVars};
-use crate::optim::{params_from_varmap, AdamWConfig, MixedPrecision, Optimizer, OptimizerConfig};
+use crate::optim::{params_from_varmap, AdamWConfig, Optimizer, OptimizerConfig};
 use crate::train::config::Precision;
 
 /// The PyTorch side, shipped inside the binary.
@@ -99,11 +99,10 @@ impl TrainBenchOptions {
         if self.num_classes == 0 {
             return Err(Error::Usage("--num-classes must be at least 1".into()));
         }
-        let cpu = crate::config::parse_device(&self.device)? == crate::config::DeviceSpec::Cpu;
-        if cpu && self.precision == Precision::Bf16 {
-            return Err(Error::Usage(
-                "--precision bf16 needs --device cuda (candle has no CPU bf16 matmul)".into(),
-            ));
+        if crate::config::parse_device(&self.device)? == crate::config::DeviceSpec::Cpu {
+            if let Some(why) = self.precision.cpu_unsupported() {
+                return Err(Error::Usage(format!("--precision {why}")));
+            }
         }
         Ok(())
     }
@@ -296,12 +295,7 @@ impl Ours {
         let vars = ModelVars::new(0, dtype, device);
         let model = build(&cfg, &vars)?;
         let params = params_from_varmap(&vars.params, |_| true)?;
-        let adamw = OptimizerConfig::Adamw(AdamWConfig::default());
-        let opt: Box<dyn Optimizer> = if dtype == DType::F32 {
-            adamw.build(params)?
-        } else {
-            Box::new(MixedPrecision::new(params, &adamw)?)
-        };
+        let opt = OptimizerConfig::Adamw(AdamWConfig::default()).build(params)?;
         let mut rng = crate::rng::keyed(0, crate::rng::Stream::Synth, 8, 0);
         let xv: Vec<f32> = (0..batch * chans * size * size)
             .map(|_| rng.random_range(-1.0f32..1.0))
@@ -326,12 +320,7 @@ impl Ours {
         let loss = crate::loss::bce_with_logits(&logits, &self.y, None)?.mean_all()?;
         let _ = loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
-        let scale = self.opt.loss_scale();
-        let grads = if scale == 1.0 {
-            loss.backward()?
-        } else {
-            loss.affine(scale, 0.0)?.backward()?
-        };
+        let grads = self.opt.backward(&loss)?;
         self.device.synchronize()?;
         let t2 = Instant::now();
         self.opt.step(&grads, 1e-4)?;

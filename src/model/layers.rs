@@ -49,12 +49,13 @@ pub fn conv2d_with(
 /// # Shapes
 /// - `x`: `[..., in]`, `w`: `[out, in]`, `bias`: `[out]` → `[..., out]`
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if let Some(b) = bias {
-        return crate::ops::linear_bias(x, w, b);
-    }
     let dims = x.dims().to_vec();
     let din = *dims.last().unwrap_or(&0);
-    let y = x.reshape(((), din))?.matmul(&w.t()?)?;
+    let x2 = x.reshape(((), din))?;
+    let y = match bias {
+        Some(b) => crate::ops::linear_bias(&x2, w, b)?,
+        None => x2.matmul(&w.t()?)?,
+    };
     let mut out_dims = dims;
     if let Some(last) = out_dims.last_mut() {
         *last = w.dim(0)?;

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
 use super::sgemm::{sgemm, MatRef};
+use super::softmax::{softmax_row, softmax_row_grad};
 use crate::error::{Error, Result};
 
 /// Self-attention of timm's `Attention` after its `qkv` linear layer, before `proj`.
@@ -96,12 +97,7 @@ impl Dims {
         let t = self.t;
         sgemm(p, self.part(img, 0, h), self.part(img, 1, h).t(), false, 1)?;
         for row in p[..t * t].chunks_mut(t) {
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            for x in row.iter_mut() {
-                *x = super::fastmath::exp((*x - m) * self.scale);
-            }
-            let inv = 1.0 / row.iter().sum::<f32>();
-            row.iter_mut().for_each(|x| *x *= inv);
+            softmax_row(row, self.scale);
         }
         Ok(())
     }
@@ -179,10 +175,7 @@ impl CustomOp1 for Attention {
                         // dP = do vᵀ, then dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)) in place.
                         sgemm(&mut dp, d_o, g.part(img, 2, h).t(), false, 1)?;
                         for (pr, dr) in p.chunks(t).zip(dp.chunks_mut(t)) {
-                            let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                            for (d, &pv) in dr.iter_mut().zip(pr) {
-                                *d = g.scale * pv * (*d - dot);
-                            }
+                            softmax_row_grad(pr, dr, g.scale);
                         }
                         let ds = MatRef::row_major(&dp, t, t);
                         // dq = dS k, dk = dSᵀ q

@@ -12,34 +12,27 @@ use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
 use super::sgemm::{sgemm, MatRef};
 use crate::error::{Error, Result};
 
-/// `x Wᵀ + b`.
+/// `x Wᵀ + b` on rows (`crate::model::layers::linear` flattens leading dims into them).
 ///
 /// # Shapes
-/// `x`: `[..., in]`, `w`: `[out, in]`, `b`: `[out]` → `[..., out]`.
+/// `x`: `[N, in]`, `w`: `[out, in]`, `b`: `[out]` → `[N, out]`.
 pub fn linear_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let din = *dims.last().unwrap_or(&0);
+    let (_, din) = x.dims2()?;
     let (dout, win) = w.dims2()?;
     if win != din || b.dims() != [dout] {
         return Err(Error::Other(format!(
             "linear: input {:?}, weight {:?}, bias {:?} do not fit",
-            dims,
+            x.dims(),
             w.dims(),
             b.dims()
         )));
     }
-    let x2 = x.reshape(((), din))?;
-    let y = if cpu_f32(x) && cpu_f32(w) && cpu_f32(b) {
-        x2.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)?
+    if cpu_f32(x) && cpu_f32(w) && cpu_f32(b) {
+        Ok(x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)?)
     } else {
-        x2.matmul(&w.t()?)?.broadcast_add(b)?
-    };
-    let mut out_dims = dims;
-    if let Some(last) = out_dims.last_mut() {
-        *last = dout;
+        Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
     }
-    Ok(y.reshape(out_dims)?)
 }
 
 struct Linear;
@@ -121,17 +114,13 @@ mod tests {
 
     #[test]
     fn matches_candle_matmul_plus_bias_with_gradients() -> Result<()> {
-        let x = Var::from_tensor(&random(&[3, 7, 20], 1))?;
+        let x = Var::from_tensor(&random(&[21, 20], 1))?;
         let w = Var::from_tensor(&random(&[11, 20], 2))?;
         let b = Var::from_tensor(&random(&[11], 3))?;
         let ours = linear_bias(&x, &w, &b)?;
-        let refr = x
-            .reshape((21, 20))?
-            .matmul(&w.t()?)?
-            .broadcast_add(&b)?
-            .reshape((3, 7, 11))?;
+        let refr = x.matmul(&w.t()?)?.broadcast_add(&b)?;
         assert!(max_rel_err(&ours, &refr) < 1e-5);
-        let up = random(&[3, 7, 11], 4);
+        let up = random(&[21, 11], 4);
         let g1 = (ours * &up)?.sum_all()?.backward()?;
         let g2 = (refr * &up)?.sum_all()?.backward()?;
         for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {

@@ -41,14 +41,8 @@ impl CustomOp1 for Softmax {
             .zip(x.par_chunks(per))
             .for_each(|(yc, xc)| {
                 for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                    let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    // Two passes, so the exp loop vectorises (a running sum would not).
-                    for (y, &x) in yr.iter_mut().zip(xr) {
-                        *y = super::fastmath::exp(x - m);
-                    }
-                    let s: f32 = yr.iter().sum();
-                    let inv = 1.0 / s;
-                    yr.iter_mut().for_each(|y| *y *= inv);
+                    yr.copy_from_slice(xr);
+                    softmax_row(yr, 1.0);
                 }
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -67,14 +61,31 @@ impl CustomOp1 for Softmax {
         dx.par_chunks_mut(per).enumerate().for_each(|(t, dc)| {
             for (i, dr) in dc.chunks_mut(d).enumerate() {
                 let o = t * per + i * d;
-                let (yr, gr) = (&ys[o..o + d], &dy[o..o + d]);
-                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                for j in 0..d {
-                    dr[j] = yr[j] * (gr[j] - dot);
-                }
+                dr.copy_from_slice(&dy[o..o + d]);
+                softmax_row_grad(&ys[o..o + d], dr, 1.0);
             }
         });
         Ok(Some(Tensor::from_vec(dx, res.shape(), res.device())?))
+    }
+}
+
+/// `row ← softmax(scale · row)` in place (`scale` > 0), max-subtracted.
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // Two passes, so the exp loop vectorises (a running sum would not).
+    for x in row.iter_mut() {
+        *x = super::fastmath::exp((*x - m) * scale);
+    }
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Backward of [`softmax_row`]: `g ← scale · y ⊙ (g − ⟨y, g⟩)` in place, `y` the softmax output
+/// and `g` the gradient of the output on entry, of the input on return.
+pub(crate) fn softmax_row_grad(y: &[f32], g: &mut [f32], scale: f32) {
+    let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
+    for (d, &yv) in g.iter_mut().zip(y) {
+        *d = scale * yv * (*d - dot);
     }
 }
 

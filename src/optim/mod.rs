@@ -27,7 +27,7 @@ pub mod mixed;
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,16 @@ pub trait Optimizer: Send {
         1.0
     }
 
+    /// The gradients of `loss`, multiplied by [`Optimizer::loss_scale`] (for `step`).
+    fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let scale = self.loss_scale();
+        Ok(if scale == 1.0 {
+            loss.backward()?
+        } else {
+            loss.affine(scale, 0.0)?.backward()?
+        })
+    }
+
     /// All state as named tensors, for the checkpoint.
     fn state(&self) -> Result<Vec<(String, Tensor)>>;
 
@@ -119,8 +129,15 @@ impl OptimizerConfig {
         }
     }
 
-    /// Builds the optimizer over `params`.
+    /// Builds the optimizer over `params`; over `bf16`/`f16` parameters, wrapped in
+    /// [`MixedPrecision`] (it keeps `f32` masters and builds this optimizer over them).
     pub fn build(&self, params: Vec<Param>) -> Result<Box<dyn Optimizer>> {
+        let half = params
+            .first()
+            .is_some_and(|p| matches!(p.var.dtype(), DType::BF16 | DType::F16));
+        if half {
+            return Ok(Box::new(MixedPrecision::new(params, self)?));
+        }
         Ok(match self {
             OptimizerConfig::Adamw(c) => Box::new(AdamW::new(params, c.clone())?),
             OptimizerConfig::Sgd(c) => Box::new(Sgd::new(params, c.clone())?),

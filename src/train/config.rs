@@ -102,6 +102,14 @@ impl Precision {
             Precision::F16 => candle_core::DType::F16,
         }
     }
+
+    /// Why this precision cannot train on the CPU, when it cannot (`bf16`).
+    pub fn cpu_unsupported(self) -> Option<&'static str> {
+        (self == Precision::Bf16).then_some(
+            "bf16 needs --device cuda: candle has no bf16 matrix multiply on the CPU (use f32, \
+             or f16 to check the mixed-precision path on the CPU)",
+        )
+    }
 }
 
 /// `[train]`: the optimisation loop.

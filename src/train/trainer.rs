@@ -121,11 +121,7 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
         !head_only || name.starts_with(model.head_prefix())
     })?;
     let trainable: Vec<candle_core::Var> = params.iter().map(|p| p.var.clone()).collect();
-    let mut opt: Box<dyn optim::Optimizer> = if dtype == DType::F32 {
-        cfg.train.optimizer.build(params)?
-    } else {
-        Box::new(optim::MixedPrecision::new(params, &cfg.train.optimizer)?)
-    };
+    let mut opt = cfg.train.optimizer.build(params)?;
     let mut st = if resuming {
         state::load_optimizer(&last_dir, opt.as_mut(), &device)?;
         let s = state::load_state(&last_dir)?;
@@ -225,11 +221,7 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
                 // f16 mixed precision scales the loss (and so every gradient) by the optimizer's
                 // loss scale; the optimizer un-scales inside its update.
                 let loss_scale = opt.loss_scale();
-                let grads = if loss_scale == 1.0 {
-                    sl.total.backward()?
-                } else {
-                    sl.total.affine(loss_scale, 0.0)?.backward()?
-                };
+                let grads = opt.backward(&sl.total)?;
                 let clip = match cfg.train.clip_grad_norm {
                     Some(c) => {
                         let refs: Vec<&candle_core::Var> = trainable.iter().collect();
