@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::layers::same_padding;
 use crate::error::{Error, Result};
+use crate::ops::host::storage_f32;
 
 /// Padding of a pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,14 +172,6 @@ impl MaxPool2dOp {
     }
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("max pool: {what} must be contiguous"),
-    }
-}
-
 impl CustomOp1 for MaxPool2dOp {
     fn name(&self) -> &'static str {
         "noisycxr-max-pool2d"
@@ -186,7 +179,7 @@ impl CustomOp1 for MaxPool2dOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
-        let x = contiguous_f32(s, l, "input")?;
+        let x = storage_f32(s, l, "max pool input")?;
         let (oh, ow) = (self.oh, self.ow);
         let mut out = crate::ops::alloc::overwritten_f32(n * c * oh * ow);
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
@@ -234,8 +227,8 @@ impl CustomOp2 for MaxPool2dBwdOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let op = &self.0;
         let (n, c, h, w) = l1.shape().dims4()?;
-        let x = contiguous_f32(s1, l1, "input")?;
-        let g = contiguous_f32(s2, l2, "gradient")?;
+        let x = storage_f32(s1, l1, "max pool input")?;
+        let g = storage_f32(s2, l2, "max pool gradient")?;
         let (oh, ow) = (op.oh, op.ow);
         if g.len() != n * c * oh * ow {
             candle_core::bail!(

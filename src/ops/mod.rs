@@ -13,7 +13,7 @@ pub mod conv2d;
 pub mod fastmath;
 pub mod gelu;
 pub mod group_norm;
-mod host;
+pub(crate) mod host;
 pub mod layer_norm;
 pub mod linear;
 pub mod sgemm;
