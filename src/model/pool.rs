@@ -2,20 +2,23 @@
 //! works when kernel == stride (ResNet's 3×3 stride-2 stem pool is not).
 //!
 //! Max pooling has two implementations with the same semantics:
-//! - CPU, F32: a custom op ([`MaxPool2dOp`]) with a direct forward and a backward that sends
-//!   each output's gradient to the first maximum of its window (PyTorch's rule), in parallel
-//!   over planes.
+//! - CPU, F32: a custom op ([`MaxPool2dOp`]) with a direct forward that records where each
+//!   output came from and a backward that sends each output's gradient there (the first maximum
+//!   of its window, PyTorch's rule), in parallel over planes.
 //! - any other device / dtype: composed from `narrow` / `reshape` / `maximum`, separably over
 //!   height then width (the 2-D window max equals the max of the 1-D maxima). At exact ties the
 //!   gradient is shared between the tied inputs (candle's `maximum` rule). Ties do not occur
 //!   with real-valued inputs except where ReLU zeroed them, whose gradient is zero anyway.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::layers::same_padding;
 use crate::error::{Error, Result};
-use crate::ops::host::storage_f32;
+use crate::ops::host::{storage_f32, to_candle, view_f32};
 
 /// Padding of a pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +109,9 @@ pub fn max_pool2d_composed(
 }
 
 /// CPU F32 max pooling with −∞ padding `(top, left)` (bottom / right padding only widens the
-/// output count); backward via [`MaxPool2dBwdOp`].
-#[derive(Debug, Clone, Copy)]
+/// output count). The forward records each output's source index; the backward sends each
+/// output's gradient there (the first maximum of its window, PyTorch's rule).
+#[derive(Debug)]
 pub struct MaxPool2dOp {
     k: usize,
     s: usize,
@@ -115,7 +119,13 @@ pub struct MaxPool2dOp {
     pl: usize,
     oh: usize,
     ow: usize,
+    /// Per output, the index within its input plane of the value it took ([`NO_INPUT`] for a
+    /// window entirely in the padding), from the forward.
+    argmax: OnceLock<Vec<u32>>,
 }
+
+/// The source index of an output whose window holds only padding.
+const NO_INPUT: u32 = u32::MAX;
 
 impl MaxPool2dOp {
     #[allow(clippy::too_many_arguments)]
@@ -134,6 +144,11 @@ impl MaxPool2dOp {
                 "max pool: window {k} (stride {s}) does not fit {h}x{w} with padding ({pt},{pl},{pb},{pr})"
             )));
         }
+        if h * w >= NO_INPUT as usize {
+            return Err(Error::Other(format!(
+                "max pool: a {h}x{w} plane is too large (at most 2^32 - 1 pixels)"
+            )));
+        }
         Ok(MaxPool2dOp {
             k,
             s,
@@ -141,34 +156,38 @@ impl MaxPool2dOp {
             pl,
             oh: (h + pt + pb - k) / s + 1,
             ow: (w + pl + pr - k) / s + 1,
+            argmax: OnceLock::new(),
         })
     }
 
-    /// Index (within the plane) of the first maximum of output `(oy, ox)`'s window.
-    #[inline]
-    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> Option<usize> {
-        let y0 = (oy * self.s) as isize - self.pt as isize;
-        let x0 = (ox * self.s) as isize - self.pl as isize;
-        let mut best: Option<(usize, f32)> = None;
-        for dy in 0..self.k as isize {
-            let y = y0 + dy;
-            if y < 0 || y >= h as isize {
-                continue;
-            }
-            for dx in 0..self.k as isize {
-                let x = x0 + dx;
-                if x < 0 || x >= w as isize {
-                    continue;
+    /// The input rows (or columns) covered by output row (or column) `o` along a side of `len`
+    /// with leading padding `pad`.
+    fn span(&self, o: usize, pad: usize, len: usize) -> Range<usize> {
+        let start = (o * self.s).saturating_sub(pad);
+        let end = (o * self.s + self.k).saturating_sub(pad).min(len);
+        start..end.max(start)
+    }
+
+    /// One plane: `out[oy, ox]` and the index of the first maximum of its window in `arg`.
+    fn plane(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], arg: &mut [u32]) {
+        for oy in 0..self.oh {
+            let rows = self.span(oy, self.pt, h);
+            for ox in 0..self.ow {
+                let cols = self.span(ox, self.pl, w);
+                let (mut bi, mut bv) = (NO_INPUT, f32::NEG_INFINITY);
+                for y in rows.clone() {
+                    let row = &x[y * w..(y + 1) * w];
+                    for xi in cols.clone() {
+                        let v = row[xi];
+                        if bi == NO_INPUT || v > bv || v.is_nan() {
+                            (bi, bv) = ((y * w + xi) as u32, v);
+                        }
+                    }
                 }
-                let i = y as usize * w + x as usize;
-                let v = plane[i];
-                match best {
-                    Some((_, b)) if !(v > b || v.is_nan()) => {}
-                    _ => best = Some((i, v)),
-                }
+                out[oy * self.ow + ox] = bv;
+                arg[oy * self.ow + ox] = bi;
             }
         }
-        best.map(|(i, _)| i)
     }
 }
 
@@ -180,20 +199,15 @@ impl CustomOp1 for MaxPool2dOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = storage_f32(s, l, "max pool input")?;
-        let (oh, ow) = (self.oh, self.ow);
-        let mut out = crate::ops::alloc::overwritten_f32(n * c * oh * ow);
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
-            let plane = &x[p * h * w..(p + 1) * h * w];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    o[oy * ow + ox] = match self.argmax(plane, h, w, oy, ox) {
-                        Some(i) => plane[i],
-                        None => f32::NEG_INFINITY,
-                    };
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+        let per = (self.oh * self.ow).max(1);
+        let mut out = crate::ops::alloc::overwritten_f32(n * c * per);
+        let mut arg = vec![0u32; out.len()];
+        out.par_chunks_mut(per)
+            .zip(arg.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(p, (o, a))| self.plane(&x[p * h * w..(p + 1) * h * w], h, w, o, a));
+        let _ = self.argmax.set(arg);
+        Ok((CpuStorage::F32(out), Shape::from((n, c, self.oh, self.ow))))
     }
 
     fn bwd(
@@ -202,54 +216,32 @@ impl CustomOp1 for MaxPool2dOp {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let g = arg
-            .contiguous()?
-            .apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPool2dBwdOp(*self))?;
-        Ok(Some(g))
-    }
-}
-
-/// Gradient of [`MaxPool2dOp`]: `(input, grad_out)` → `grad_in`.
-#[derive(Debug, Clone, Copy)]
-pub struct MaxPool2dBwdOp(MaxPool2dOp);
-
-impl CustomOp2 for MaxPool2dBwdOp {
-    fn name(&self) -> &'static str {
-        "noisycxr-max-pool2d-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let op = &self.0;
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let x = storage_f32(s1, l1, "max pool input")?;
-        let g = storage_f32(s2, l2, "max pool gradient")?;
-        let (oh, ow) = (op.oh, op.ow);
-        if g.len() != n * c * oh * ow {
+        let (n, c, h, w) = arg.dims4()?;
+        let per = self.oh * self.ow;
+        let Some(src) = self.argmax.get() else {
+            candle_core::bail!("max pool backward before its forward")
+        };
+        let grad = grad_res.contiguous()?;
+        let gv = view_f32(&grad).map_err(to_candle)?;
+        let g = gv.as_slice();
+        if g.len() != n * c * per || src.len() != g.len() {
             candle_core::bail!(
                 "max pool backward: gradient has {} values, expected {}",
                 g.len(),
-                n * c * oh * ow
+                n * c * per
             )
         }
         let mut out = vec![0f32; n * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each(|(p, gi)| {
-            let plane = &x[p * h * w..(p + 1) * h * w];
-            let go = &g[p * oh * ow..(p + 1) * oh * ow];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    if let Some(i) = op.argmax(plane, h, w, oy, ox) {
-                        gi[i] += go[oy * ow + ox];
+        out.par_chunks_mut((h * w).max(1))
+            .zip(g.par_chunks(per.max(1)).zip(src.par_chunks(per.max(1))))
+            .for_each(|(gi, (go, si))| {
+                for (&i, &v) in si.iter().zip(go) {
+                    if i != NO_INPUT {
+                        gi[i as usize] += v;
                     }
                 }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+            });
+        Ok(Some(Tensor::from_vec(out, (n, c, h, w), arg.device())?))
     }
 }
 

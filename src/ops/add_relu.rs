@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use super::simd::vectorised;
 use crate::error::Result;
 
 const CHUNK: usize = 1 << 14;
@@ -22,6 +23,22 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 struct AddRelu;
+
+vectorised! {
+    /// `y = max(a + b, 0)`.
+    fn forward(y: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+            *y = (a + b).max(0.0);
+        }
+    }
+
+    /// `d = g` where `y > 0`, else 0.
+    fn backward(d: &mut [f32], y: &[f32], g: &[f32]) {
+        for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+            *d = if y > 0.0 { g } else { 0.0 };
+        }
+    }
+}
 
 impl CustomOp2 for AddRelu {
     fn name(&self) -> &'static str {
@@ -42,11 +59,7 @@ impl CustomOp2 for AddRelu {
         let mut y = super::alloc::overwritten_f32(a.len());
         y.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(yc, (ac, bc))| {
-                for ((y, &a), &b) in yc.iter_mut().zip(ac).zip(bc) {
-                    *y = (a + b).max(0.0);
-                }
-            });
+            .for_each(|(yc, (ac, bc))| forward(yc, ac, bc));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -66,11 +79,7 @@ impl CustomOp2 for AddRelu {
         let mut d = super::alloc::overwritten_f32(ys.len());
         d.par_chunks_mut(CHUNK)
             .zip(ys.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
-            .for_each(|(dc, (yc, gc))| {
-                for ((d, &y), &g) in dc.iter_mut().zip(yc).zip(gc) {
-                    *d = if y > 0.0 { g } else { 0.0 };
-                }
-            });
+            .for_each(|(dc, (yc, gc))| backward(dc, yc, gc));
         let d = Tensor::from_vec(d, res.shape(), res.device())?;
         Ok((Some(d.clone()), Some(d)))
     }

@@ -18,6 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use super::norm_kernels::{apply_plane, dot_sums, grad_plane, sums_shifted};
 use crate::error::{Error, Result};
 
 /// Output of [`batch_norm2d_train`].
@@ -136,33 +137,6 @@ fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f64>, Vec<f64
     per.into_iter().unzip()
 }
 
-/// `(Σ (x − k), Σ (x − k)²)` over a plane, eight lanes in `f32`, summed in `f64`.
-#[inline]
-fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
-    let mut s = [0f32; 8];
-    let mut ss = [0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for j in 0..8 {
-            let d = ch[j] - k;
-            s[j] += d;
-            ss[j] += d * d;
-        }
-    }
-    let (mut a, mut b) = (0f64, 0f64);
-    for j in 0..8 {
-        a += s[j] as f64;
-        b += ss[j] as f64;
-    }
-    for &x in rest {
-        let d = (x - k) as f64;
-        a += d;
-        b += d * d;
-    }
-    (a, b)
-}
-
 /// `y = x·scale + shift` (and ReLU) with the batch statistics fixed at construction.
 struct BnApply {
     mean: Arc<Vec<f32>>,
@@ -197,15 +171,7 @@ impl CustomOp3 for BnApply {
                 let ch = plane % c;
                 let scale = g[ch] * self.invstd[ch];
                 let shift = b[ch] - self.mean[ch] * scale;
-                if self.relu {
-                    for (y, &x) in yp.iter_mut().zip(xp) {
-                        *y = (x * scale + shift).max(0.0);
-                    }
-                } else {
-                    for (y, &x) in yp.iter_mut().zip(xp) {
-                        *y = x * scale + shift;
-                    }
-                }
+                apply_plane(yp, xp, scale, shift, self.relu);
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -266,20 +232,9 @@ impl CustomOp3 for BnApply {
         dx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, d)| {
-                let (a, b, k) = coef[plane % c];
                 let o = plane * hw;
-                let (dyp, xp) = (&dy[o..o + hw], &xs[o..o + hw]);
-                if relu {
-                    let yp = &ys[o..o + hw];
-                    for j in 0..hw {
-                        let g = if yp[j] > 0.0 { dyp[j] } else { 0.0 };
-                        d[j] = a * g + b * xp[j] + k;
-                    }
-                } else {
-                    for j in 0..hw {
-                        d[j] = a * dyp[j] + b * xp[j] + k;
-                    }
-                }
+                let yp = relu.then(|| &ys[o..o + hw]);
+                grad_plane(d, &dy[o..o + hw], &xs[o..o + hw], yp, coef[plane % c]);
             });
         let out = (dx, dgamma, dbeta);
         let (dx, dgamma, dbeta) = out;
@@ -290,48 +245,6 @@ impl CustomOp3 for BnApply {
             Some(Tensor::from_vec(dbeta, c, dev)?),
         ))
     }
-}
-
-/// `(Σ dy, Σ dy·(x − μ))` over a plane, `dy` masked by `y > 0` when `y` is given.
-#[inline]
-fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
-    let mut s = [0f32; 8];
-    let mut sx = [0f32; 8];
-    let n8 = dy.len() / 8 * 8;
-    match y {
-        None => {
-            for i in (0..n8).step_by(8) {
-                for j in 0..8 {
-                    let g = dy[i + j];
-                    s[j] += g;
-                    sx[j] += g * (x[i + j] - mu);
-                }
-            }
-        }
-        Some(y) => {
-            for i in (0..n8).step_by(8) {
-                for j in 0..8 {
-                    let g = if y[i + j] > 0.0 { dy[i + j] } else { 0.0 };
-                    s[j] += g;
-                    sx[j] += g * (x[i + j] - mu);
-                }
-            }
-        }
-    }
-    let (mut a, mut b) = (0f64, 0f64);
-    for j in 0..8 {
-        a += s[j] as f64;
-        b += sx[j] as f64;
-    }
-    for i in n8..dy.len() {
-        let g = match y {
-            Some(y) if y[i] <= 0.0 => 0.0,
-            _ => dy[i],
-        };
-        a += g as f64;
-        b += (g * (x[i] - mu)) as f64;
-    }
-    (a, b)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::fastmath;
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use super::simd::vectorised;
 use crate::error::Result;
 
 /// Exact GELU (PyTorch's default `approximate='none'`), with gradients.
@@ -29,6 +30,24 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// `1 / √(2π)`.
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+vectorised! {
+    /// `y = gelu(x)` elementwise.
+    fn forward(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = 0.5 * x * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
+        }
+    }
+
+    /// `dx = dy · gelu'(x)` elementwise.
+    fn backward(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let cdf = 0.5 * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * fastmath::exp(-0.5 * x * x);
+            *d = g * (cdf + x * pdf);
+        }
+    }
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "noisycxr-gelu-erf"
@@ -39,11 +58,7 @@ impl CustomOp1 for Gelu {
         let mut y = super::alloc::overwritten_f32(x.len());
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(yc, xc)| {
-                for (y, &x) in yc.iter_mut().zip(xc) {
-                    *y = 0.5 * x * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
-                }
-            });
+            .for_each(|(yc, xc)| forward(yc, xc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -58,13 +73,7 @@ impl CustomOp1 for Gelu {
         dx.par_chunks_mut(CHUNK)
             .zip(xs.par_chunks(CHUNK))
             .zip(dy.par_chunks(CHUNK))
-            .for_each(|((dc, xc), gc)| {
-                for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                    let cdf = 0.5 * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * fastmath::exp(-0.5 * x * x);
-                    *d = g * (cdf + x * pdf);
-                }
-            });
+            .for_each(|((dc, xc), gc)| backward(dc, xc, gc));
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }

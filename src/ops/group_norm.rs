@@ -15,6 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use super::norm_kernels::{apply_plane, dot_sums, grad_plane, sums_shifted};
 use crate::error::{Error, Result};
 
 /// GroupNorm (`torch.nn.GroupNorm(groups, C, eps)`), then `max(y, 0)` when `relu`. Gradients
@@ -90,17 +91,7 @@ struct GroupNormOp {
 /// Mean and `1/σ` of a block, shifted by its first value, accumulated in `f64`.
 fn block_stats(v: &[f32], eps: f32) -> (f32, f32) {
     let k = v[0];
-    let (mut s, mut ss) = (0f64, 0f64);
-    for ch in v.chunks(1 << 12) {
-        let (mut a, mut b) = (0f32, 0f32);
-        for &x in ch {
-            let d = x - k;
-            a += d;
-            b += d * d;
-        }
-        s += a as f64;
-        ss += b as f64;
-    }
+    let (s, ss) = sums_shifted(v, k);
     let m = v.len() as f64;
     let mean_shift = s / m;
     let var = (ss / m - mean_shift * mean_shift).max(0.0);
@@ -142,15 +133,7 @@ impl CustomOp3 for GroupNormOp {
                     let scale = g[c0 + j] * inv;
                     let shift = b[c0 + j] - mean * scale;
                     let (yp, xp) = (&mut yb[j * hw..(j + 1) * hw], &xb[j * hw..(j + 1) * hw]);
-                    if self.relu {
-                        for (y, &x) in yp.iter_mut().zip(xp) {
-                            *y = (x * scale + shift).max(0.0);
-                        }
-                    } else {
-                        for (y, &x) in yp.iter_mut().zip(xp) {
-                            *y = x * scale + shift;
-                        }
-                    }
+                    apply_plane(yp, xp, scale, shift, self.relu);
                 }
                 (mean, inv)
             })
@@ -201,28 +184,32 @@ impl CustomOp3 for GroupNormOp {
                 let c0 = (blk % groups) * cg;
                 let o = blk * block;
                 let (xb, gb, yb) = (&xs[o..o + block], &dy[o..o + block], &ys[o..o + block]);
-                let dyv = |i: usize| if relu && yb[i] <= 0.0 { 0.0 } else { gb[i] };
+                let plane = |j: usize| j * hw..(j + 1) * hw;
+                let mask = |j: usize| relu.then(|| &yb[plane(j)]);
                 let mut sums = Vec::with_capacity(cg);
                 let (mut a1, mut a2) = (0f32, 0f32);
                 for j in 0..cg {
-                    let (mut sxh, mut sd) = (0f32, 0f32);
-                    for i in j * hw..(j + 1) * hw {
-                        let d = dyv(i);
-                        let xh = (xb[i] - mean) * inv;
-                        sxh += d * xh;
-                        sd += d;
-                    }
+                    // Σ dy·x̂ = inv · Σ dy·(x − mean)
+                    let (sd, sxc) = dot_sums(&gb[plane(j)], &xb[plane(j)], mask(j), mean);
+                    let (sxh, sd) = (sxc as f32 * inv, sd as f32);
                     a1 += sd * g[c0 + j];
                     a2 += sxh * g[c0 + j];
                     sums.push((sxh, sd));
                 }
                 let (a1, a2) = (a1 / m, a2 / m);
                 for j in 0..cg {
-                    let gj = g[c0 + j];
-                    for i in j * hw..(j + 1) * hw {
-                        let xh = (xb[i] - mean) * inv;
-                        db[i] = inv * (dyv(i) * gj - a1 - xh * a2);
-                    }
+                    // inv · (dy·γ − a1 − x̂·a2) = a·dy + b·x + k
+                    let a = inv * g[c0 + j];
+                    let b = -inv * inv * a2;
+                    let k = -inv * a1 - b * mean;
+                    let r = plane(j);
+                    grad_plane(
+                        &mut db[r.clone()],
+                        &gb[r.clone()],
+                        &xb[r],
+                        mask(j),
+                        (a, b, k),
+                    );
                 }
                 sums
             })

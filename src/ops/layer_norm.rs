@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use super::simd::{self, vectorised};
 use crate::error::{Error, Result};
 
 /// `y = (x − mean) / √(var + eps) · gamma + beta` over the last dimension (biased variance),
@@ -53,11 +54,52 @@ fn rows_per_task(rows: usize, d: usize) -> usize {
     ((1 << 14) / d.max(1)).clamp(1, rows.max(1))
 }
 
-fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+vectorised! {
+    /// `(mean, 1/σ)` of one row.
+    fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
+        let n = row.len() as f32;
+        let mean = simd::sum(row) / n;
+        let var = simd::sum_map(row, |v| (v - mean) * (v - mean)) / n;
+        (mean, 1.0 / (var + eps).sqrt())
+    }
+
+    /// One row forward: `y = (x − mean) / σ · γ + β`; returns `(mean, 1/σ)`.
+    fn forward_row(y: &mut [f32], x: &[f32], g: &[f32], b: &[f32], eps: f32) -> (f32, f32) {
+        let (mean, inv) = row_stats(x, eps);
+        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(g).zip(b) {
+            *y = (x - mean) * inv * g + b;
+        }
+        (mean, inv)
+    }
+
+    /// One row backward: writes `dx` and adds this row's terms to `dg`, `db`. `xhat`, `gh`:
+    /// scratch of the row's length.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_row(
+        dx: &mut [f32],
+        x: &[f32],
+        dy: &[f32],
+        g: &[f32],
+        stats: (f32, f32),
+        sums: (&mut [f32], &mut [f32]),
+        scratch: (&mut [f32], &mut [f32]),
+    ) {
+        let ((mean, inv), (dg, db), (xhat, gh)) = (stats, sums, scratch);
+        let n = x.len() as f32;
+        for (((xh, h), &x), (&dy, &g)) in xhat.iter_mut().zip(gh.iter_mut()).zip(x).zip(dy.iter().zip(g)) {
+            *xh = (x - mean) * inv;
+            *h = dy * g;
+        }
+        for (((dg, db), &dy), &xh) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(xhat.iter()) {
+            *dg += dy * xh;
+            *db += dy;
+        }
+        let c1 = simd::sum(gh) / n;
+        let c2 = simd::dot(gh, xhat) / n;
+        for ((dx, &h), &xh) in dx.iter_mut().zip(gh.iter()).zip(xhat.iter()) {
+            *dx = inv * (h - c1 - xh * c2);
+        }
+    }
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -87,11 +129,7 @@ impl CustomOp3 for LayerNormOp {
             .zip(stats.par_chunks_mut(per))
             .for_each(|((yc, xc), sc)| {
                 for ((yr, xr), s) in yc.chunks_mut(d).zip(xc.chunks(d)).zip(sc.iter_mut()) {
-                    let (mean, inv) = row_stats(xr, self.eps);
-                    *s = (mean, inv);
-                    for j in 0..d {
-                        yr[j] = (xr[j] - mean) * inv * g[j] + b[j];
-                    }
+                    *s = forward_row(yr, xr, g, b, self.eps);
                 }
             });
         let _ = self.stats.set(stats);
@@ -133,25 +171,18 @@ impl CustomOp3 for LayerNormOp {
             .enumerate()
             .map(|(t, dxc)| {
                 let (mut dg, mut db) = (vec![0f32; d], vec![0f32; d]);
-                let mut xhat = vec![0f32; d];
+                let (mut xhat, mut gh) = (vec![0f32; d], vec![0f32; d]);
                 for (i, dxr) in dxc.chunks_mut(d).enumerate() {
                     let r = t * per + i;
-                    let (xr, dyr) = (&xs[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
-                    let (mean, inv) = stats[r];
-                    let (mut c1, mut c2) = (0f32, 0f32);
-                    for j in 0..d {
-                        let xh = (xr[j] - mean) * inv;
-                        xhat[j] = xh;
-                        let gh = dyr[j] * g[j];
-                        c1 += gh;
-                        c2 += gh * xh;
-                        dg[j] += dyr[j] * xh;
-                        db[j] += dyr[j];
-                    }
-                    let (c1, c2) = (c1 / d as f32, c2 / d as f32);
-                    for j in 0..d {
-                        dxr[j] = inv * (dyr[j] * g[j] - c1 - xhat[j] * c2);
-                    }
+                    backward_row(
+                        dxr,
+                        &xs[r * d..(r + 1) * d],
+                        &dy[r * d..(r + 1) * d],
+                        g,
+                        stats[r],
+                        (&mut dg, &mut db),
+                        (&mut xhat, &mut gh),
+                    );
                 }
                 (dg, db)
             })

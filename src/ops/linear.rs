@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
 use super::sgemm::{sgemm, MatRef};
+use super::simd::vectorised;
 use crate::error::{Error, Result};
 
 /// `x Wᵀ + b` on rows (`crate::model::layers::linear` flattens leading dims into them).
@@ -36,6 +37,17 @@ pub fn linear_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 struct Linear;
+
+vectorised! {
+    /// `db[j] += Σ_i g[i, j]` over the rows of `g` (width `db.len()`).
+    fn column_sums(db: &mut [f32], g: &[f32]) {
+        for row in g.chunks(db.len().max(1)) {
+            for (d, &g) in db.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+    }
+}
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
@@ -92,11 +104,7 @@ impl CustomOp3 for Linear {
         let mut dw = super::alloc::overwritten_f32(n * k);
         sgemm(&mut dw, dy.t(), xm, false, threads).map_err(candle_core::Error::Msg)?;
         let mut db = vec![0f32; n];
-        for row in gv.as_slice().chunks(n.max(1)) {
-            for (d, &g) in db.iter_mut().zip(row) {
-                *d += g;
-            }
-        }
+        column_sums(&mut db, gv.as_slice());
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, (m, k), dev)?),

@@ -16,7 +16,9 @@ pub mod group_norm;
 pub(crate) mod host;
 pub mod layer_norm;
 pub mod linear;
+mod norm_kernels;
 pub mod sgemm;
+pub(crate) mod simd;
 pub mod softmax;
 #[cfg(test)]
 mod testutil;

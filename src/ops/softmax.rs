@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::host::{cpu_f32, storage_f32, to_candle, view_f32};
+use super::simd::{self, vectorised};
 use crate::error::Result;
 
 /// `softmax(x)` over the last dimension, with gradients.
@@ -69,23 +70,25 @@ impl CustomOp1 for Softmax {
     }
 }
 
-/// `row ← softmax(scale · row)` in place (`scale` > 0), max-subtracted.
-pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    // Two passes, so the exp loop vectorises (a running sum would not).
-    for x in row.iter_mut() {
-        *x = super::fastmath::exp((*x - m) * scale);
+vectorised! {
+    /// `row ← softmax(scale · row)` in place (`scale` > 0), max-subtracted.
+    pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+        let m = simd::max(row);
+        // Two passes, so the exp loop vectorises (a running sum would not).
+        for x in row.iter_mut() {
+            *x = super::fastmath::exp((*x - m) * scale);
+        }
+        let inv = 1.0 / simd::sum(row);
+        row.iter_mut().for_each(|x| *x *= inv);
     }
-    let inv = 1.0 / row.iter().sum::<f32>();
-    row.iter_mut().for_each(|x| *x *= inv);
-}
 
-/// Backward of [`softmax_row`]: `g ← scale · y ⊙ (g − ⟨y, g⟩)` in place, `y` the softmax output
-/// and `g` the gradient of the output on entry, of the input on return.
-pub(crate) fn softmax_row_grad(y: &[f32], g: &mut [f32], scale: f32) {
-    let dot: f32 = y.iter().zip(g.iter()).map(|(a, b)| a * b).sum();
-    for (d, &yv) in g.iter_mut().zip(y) {
-        *d = scale * yv * (*d - dot);
+    /// Backward of [`softmax_row`]: `g ← scale · y ⊙ (g − ⟨y, g⟩)` in place, `y` the softmax
+    /// output and `g` the gradient of the output on entry, of the input on return.
+    pub(crate) fn softmax_row_grad(y: &[f32], g: &mut [f32], scale: f32) {
+        let dot = simd::dot(y, g);
+        for (d, &yv) in g.iter_mut().zip(y) {
+            *d = scale * yv * (*d - dot);
+        }
     }
 }
 

@@ -111,14 +111,17 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
     }
 }
 
-fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Scalars) {
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let g = g * k.gscale;
-        *p *= k.keep;
-        *m = lerp(*m, g, k.w1);
-        *v = *v * k.b2 + k.one_minus_b2 * g * g;
-        let denom = v.sqrt() / k.bc2_sqrt + k.eps;
-        *p += k.neg_step_size * (*m / denom);
+crate::ops::simd::vectorised! {
+    /// One AdamW update of a slice (PyTorch's `_single_tensor_adamw` order of operations).
+    fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Scalars) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g * k.gscale;
+            *p *= k.keep;
+            *m = lerp(*m, g, k.w1);
+            *v = *v * k.b2 + k.one_minus_b2 * g * g;
+            let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+            *p += k.neg_step_size * (*m / denom);
+        }
     }
 }
 

@@ -1,0 +1,108 @@
+//! Per-plane loops shared by BatchNorm and GroupNorm: shifted sums for the statistics, the
+//! affine (+ ReLU) forward, and the two passes of the input gradient. Compiled per instruction
+//! set (see [`super::simd`]).
+
+use super::simd::vectorised;
+
+/// Partial sums per reduction: one AVX-512 register of `f32`.
+const L: usize = 16;
+
+vectorised! {
+    /// `(Σ (x − k), Σ (x − k)²)` over a plane, [`L`] lanes in `f32`, summed in `f64`.
+    pub(super) fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
+        let mut s = [0f32; L];
+        let mut ss = [0f32; L];
+        let (chunks, rest) = v.as_chunks::<L>();
+        for ch in chunks {
+            for j in 0..L {
+                let d = ch[j] - k;
+                s[j] += d;
+                ss[j] += d * d;
+            }
+        }
+        let (mut a, mut b) = (0f64, 0f64);
+        for j in 0..L {
+            a += s[j] as f64;
+            b += ss[j] as f64;
+        }
+        for &x in rest {
+            let d = (x - k) as f64;
+            a += d;
+            b += d * d;
+        }
+        (a, b)
+    }
+
+    /// One plane of the forward: `y = x·scale + shift`, then ReLU if `relu`.
+    pub(super) fn apply_plane(y: &mut [f32], x: &[f32], scale: f32, shift: f32, relu: bool) {
+        if relu {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = (x * scale + shift).max(0.0);
+            }
+        } else {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x * scale + shift;
+            }
+        }
+    }
+
+    /// One plane of the input gradient: `d = a·dy' + b·x + k`, `dy'` = `dy` masked by `y > 0`
+    /// when `y` is given.
+    pub(super) fn grad_plane(d: &mut [f32], dy: &[f32], x: &[f32], y: Option<&[f32]>, coef: (f32, f32, f32)) {
+        let (a, b, k) = coef;
+        match y {
+            Some(y) => {
+                for (((d, &g), &x), &y) in d.iter_mut().zip(dy).zip(x).zip(y) {
+                    let g = if y > 0.0 { g } else { 0.0 };
+                    *d = a * g + b * x + k;
+                }
+            }
+            None => {
+                for ((d, &g), &x) in d.iter_mut().zip(dy).zip(x) {
+                    *d = a * g + b * x + k;
+                }
+            }
+        }
+    }
+
+    /// `(Σ dy, Σ dy·(x − μ))` over a plane, `dy` masked by `y > 0` when `y` is given.
+    pub(super) fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
+        let mut s = [0f32; L];
+        let mut sx = [0f32; L];
+        let n = dy.len().min(x.len());
+        let (dy, x) = (&dy[..n], &x[..n]);
+        let mut add = |g: &[f32; L], x: &[f32; L]| {
+            for j in 0..L {
+                s[j] += g[j];
+                sx[j] += g[j] * (x[j] - mu);
+            }
+        };
+        let mut masked = [0f32; L];
+        let (dyc, xc) = (dy.as_chunks::<L>().0, x.as_chunks::<L>().0);
+        match y {
+            None => dyc.iter().zip(xc).for_each(|(g, x)| add(g, x)),
+            Some(y) => {
+                for ((g, x), y) in dyc.iter().zip(xc).zip(y.as_chunks::<L>().0) {
+                    for j in 0..L {
+                        masked[j] = if y[j] > 0.0 { g[j] } else { 0.0 };
+                    }
+                    add(&masked, x);
+                }
+            }
+        }
+        let (mut a, mut b) = (0f64, 0f64);
+        for j in 0..L {
+            a += s[j] as f64;
+            b += sx[j] as f64;
+        }
+        for i in n / L * L..n {
+            let g = match y {
+                Some(y) if y[i] <= 0.0 => 0.0,
+                _ => dy[i],
+            };
+            a += g as f64;
+            b += (g * (x[i] - mu)) as f64;
+        }
+        (a, b)
+    }
+}
