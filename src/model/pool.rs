@@ -169,23 +169,64 @@ impl MaxPool2dOp {
     }
 
     /// One plane: `out[oy, ox]` and the index of the first maximum of its window in `arg`.
+    ///
+    /// Columns whose window lies inside the plane are done a window offset at a time across the
+    /// whole output row (a loop the compiler vectorises); the edge columns one window at a time.
     fn plane(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], arg: &mut [u32]) {
+        let (k, s, pl, ow) = (self.k, self.s, self.pl, self.ow);
+        // Interior columns: ox·s ≥ pl and ox·s − pl + k ≤ w.
+        let lo = pl.div_ceil(s).min(ow);
+        let hi = if w + pl >= k {
+            ((w + pl - k) / s + 1).min(ow)
+        } else {
+            0
+        }
+        .max(lo);
         for oy in 0..self.oh {
             let rows = self.span(oy, self.pt, h);
-            for ox in 0..self.ow {
-                let cols = self.span(ox, self.pl, w);
+            let (orow, arow) = (
+                &mut out[oy * ow..(oy + 1) * ow],
+                &mut arg[oy * ow..(oy + 1) * ow],
+            );
+            for ox in (0..lo).chain(hi..ow) {
+                let cols = self.span(ox, pl, w);
                 let (mut bi, mut bv) = (NO_INPUT, f32::NEG_INFINITY);
                 for y in rows.clone() {
-                    let row = &x[y * w..(y + 1) * w];
                     for xi in cols.clone() {
-                        let v = row[xi];
+                        let v = x[y * w + xi];
                         if bi == NO_INPUT || v > bv || v.is_nan() {
                             (bi, bv) = ((y * w + xi) as u32, v);
                         }
                     }
                 }
-                out[oy * self.ow + ox] = bv;
-                arg[oy * self.ow + ox] = bi;
+                (orow[ox], arow[ox]) = (bv, bi);
+            }
+            if lo == hi {
+                continue;
+            }
+            let (ov, ai) = (&mut orow[lo..hi], &mut arow[lo..hi]);
+            let mut first = true;
+            for y in rows {
+                for dx in 0..k {
+                    // Input index of column `lo`'s window tap `dx` in row `y`.
+                    let start = y * w + lo * s + dx - pl;
+                    let taps = &x[start..start + (hi - lo - 1) * s + 1];
+                    window_tap(ov, ai, taps, s, start as u32, first);
+                    first = false;
+                }
+            }
+        }
+    }
+}
+
+crate::ops::simd::vectorised! {
+    /// One window tap across a row of outputs: output `j` sees `taps[j·s]` (input index
+    /// `start + j·s`) and keeps it if it is the first tap, larger, or NaN (PyTorch's rule).
+    fn window_tap(best: &mut [f32], idx: &mut [u32], taps: &[f32], s: usize, start: u32, first: bool) {
+        for (j, (b, i)) in best.iter_mut().zip(idx.iter_mut()).enumerate() {
+            let v = taps[j * s];
+            if first || v > *b || v.is_nan() {
+                (*b, *i) = (v, start + (j * s) as u32);
             }
         }
     }
@@ -300,6 +341,8 @@ mod tests {
             (8, 8, 3, 2, PoolPad::Same),
             (7, 9, 3, 2, PoolPad::Same),
             (6, 6, 2, 2, PoolPad::Fixed(0)),
+            (12, 16, 3, 1, PoolPad::Fixed(1)),
+            (10, 21, 3, 2, PoolPad::Fixed(1)),
         ] {
             let n = 2 * 3 * h * w;
             let v: Vec<f32> = (0..n)

@@ -8,6 +8,7 @@
 pub mod add_relu;
 pub mod alloc;
 pub mod attention;
+mod avx512;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod fastmath;

@@ -7,9 +7,30 @@ use super::simd::vectorised;
 /// Partial sums per reduction: one AVX-512 register of `f32`.
 const L: usize = 16;
 
+/// `(Σ (x − k), Σ (x − k)²)` over a plane, summed in `f64` (AVX-512 when the CPU has it).
+pub(super) fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is available.
+        return unsafe { super::avx512::sums_shifted(v, k) };
+    }
+    sums_shifted_portable(v, k)
+}
+
+/// `(Σ dy, Σ dy·(x − μ))` over a plane, `dy` masked by `y > 0` when `y` is given, summed in
+/// `f64` (AVX-512 when the CPU has it).
+pub(super) fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is available.
+        return unsafe { super::avx512::dot_sums(dy, x, y, mu) };
+    }
+    dot_sums_portable(dy, x, y, mu)
+}
+
 vectorised! {
     /// `(Σ (x − k), Σ (x − k)²)` over a plane, [`L`] lanes in `f32`, summed in `f64`.
-    pub(super) fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
+    pub(super) fn sums_shifted_portable(v: &[f32], k: f32) -> (f64, f64) {
         let mut s = [0f32; L];
         let mut ss = [0f32; L];
         let (chunks, rest) = v.as_chunks::<L>();
@@ -66,27 +87,30 @@ vectorised! {
     }
 
     /// `(Σ dy, Σ dy·(x − μ))` over a plane, `dy` masked by `y > 0` when `y` is given.
-    pub(super) fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
+    pub(super) fn dot_sums_portable(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
         let mut s = [0f32; L];
         let mut sx = [0f32; L];
         let n = dy.len().min(x.len());
         let (dy, x) = (&dy[..n], &x[..n]);
-        let mut add = |g: &[f32; L], x: &[f32; L]| {
-            for j in 0..L {
-                s[j] += g[j];
-                sx[j] += g[j] * (x[j] - mu);
-            }
-        };
-        let mut masked = [0f32; L];
         let (dyc, xc) = (dy.as_chunks::<L>().0, x.as_chunks::<L>().0);
         match y {
-            None => dyc.iter().zip(xc).for_each(|(g, x)| add(g, x)),
+            None => {
+                for (g, x) in dyc.iter().zip(xc) {
+                    for j in 0..L {
+                        s[j] += g[j];
+                        sx[j] += g[j] * (x[j] - mu);
+                    }
+                }
+            }
             Some(y) => {
                 for ((g, x), y) in dyc.iter().zip(xc).zip(y.as_chunks::<L>().0) {
                     for j in 0..L {
-                        masked[j] = if y[j] > 0.0 { g[j] } else { 0.0 };
+                        // g[j] where y[j] > 0, else +0.0, as a bit mask (branch free).
+                        let keep = ((y[j] > 0.0) as u32).wrapping_neg();
+                        let g = f32::from_bits(g[j].to_bits() & keep);
+                        s[j] += g;
+                        sx[j] += g * (x[j] - mu);
                     }
-                    add(&masked, x);
                 }
             }
         }
