@@ -74,7 +74,6 @@ vectorised! {
 
     /// One row backward: writes `dx` and adds this row's terms to `dg`, `db`. `xhat`, `gh`:
     /// scratch of the row's length.
-    #[allow(clippy::too_many_arguments)]
     fn backward_row(
         dx: &mut [f32],
         x: &[f32],
