@@ -194,7 +194,7 @@ impl MaxPool2dOp {
                 for y in rows.clone() {
                     for xi in cols.clone() {
                         let v = x[y * w + xi];
-                        if bi == NO_INPUT || v > bv || v.is_nan() {
+                        if replaces(bi == NO_INPUT, v, bv) {
                             (bi, bv) = ((y * w + xi) as u32, v);
                         }
                     }
@@ -219,13 +219,20 @@ impl MaxPool2dOp {
     }
 }
 
+/// PyTorch's max-pool rule: value `v` replaces the window's best `best` when nothing was taken
+/// yet, when it is larger, or when it is NaN.
+#[inline(always)]
+fn replaces(none_yet: bool, v: f32, best: f32) -> bool {
+    none_yet || v > best || v.is_nan()
+}
+
 crate::ops::simd::vectorised! {
     /// One window tap across a row of outputs: output `j` sees `taps[j·s]` (input index
     /// `start + j·s`) and keeps it if it is the first tap, larger, or NaN (PyTorch's rule).
     fn window_tap(best: &mut [f32], idx: &mut [u32], taps: &[f32], s: usize, start: u32, first: bool) {
         for (j, (b, i)) in best.iter_mut().zip(idx.iter_mut()).enumerate() {
             let v = taps[j * s];
-            if first || v > *b || v.is_nan() {
+            if replaces(first, v, *b) {
                 (*b, *i) = (v, start + (j * s) as u32);
             }
         }
