@@ -92,7 +92,7 @@ impl TrainBenchOptions {
         }
         if self.warmup < 2 || self.steps < 5 {
             return Err(Error::Usage(format!(
-                "need at least 2 warm-up and 5 timed steps, got {} and {}",
+                "need at least 2 warm-up and 5 timed steps (--warmup, --steps), got {} and {}",
                 self.warmup, self.steps
             )));
         }

@@ -48,6 +48,12 @@ pub enum Which {
         /// f32, or mixed precision bf16 | f16 (both sides; PyTorch with autocast).
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Untimed warm-up steps per side (at least 2).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps per side (at least 5); more steps give steadier medians on a busy machine.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
     },
@@ -86,6 +92,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             python,
             device,
             precision,
+            warmup,
+            steps,
             format,
         } => {
             let o = crate::bench::TrainBenchOptions {
@@ -95,6 +103,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 python: python.clone(),
                 device: device.clone(),
                 precision: crate::commands::train::parse_enum("precision", precision)?,
+                warmup: *warmup,
+                steps: *steps,
                 ..Default::default()
             };
             let t = crate::bench::run_train(&o, |line| eprintln!("{line}"))?;

@@ -19,7 +19,7 @@ use super::drop::{drop_path, dropout, Ctx, StepCounter};
 use super::hybrid::BackboneCfg;
 use super::hybrid::HybridEmbed;
 use super::init::Init;
-use super::layers::{Conv2d, ConvCfg, Linear, Padding};
+use super::layers::{linear, Conv2d, ConvCfg, Linear, Padding};
 use super::norm::LayerNorm;
 use super::vars::Vb;
 use super::Classifier;
@@ -87,6 +87,42 @@ impl Attention {
         let y = crate::ops::attention(&qkv, self.heads)?;
         self.proj.forward(&y)
     }
+
+    /// The output of token 0 alone: its query against every token's key and value. The `qkv`
+    /// weight is split so that queries are computed for token 0 only.
+    ///
+    /// # Shapes
+    /// `x`: `[B, T, D]` → `[B, 1, D]`
+    fn forward_first(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let (w, bias) = (&self.qkv.weight, self.qkv.bias.as_ref());
+        let part = |t: &Tensor, from: usize, len: usize| -> Result<Tensor> {
+            let bias = bias.map(|b| b.narrow(0, from, len)).transpose()?;
+            linear(t, &w.narrow(0, from, len)?, bias.as_ref())
+        };
+        // [B, 1, D] -> [B, heads, 1, hd], scaled as in the full attention.
+        let q = (part(&x.narrow(1, 0, 1)?, 0, d)?
+            .reshape((b, 1, self.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            * (hd as f64).powf(-0.5))?;
+        // [B, T, 2D] -> k, v: [B, heads, T, hd].
+        let kv = part(x, d, 2 * d)?.reshape((b, t, 2, self.heads, hd))?;
+        let k = kv
+            .narrow(2, 0, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = kv
+            .narrow(2, 1, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let p = crate::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let y = p.matmul(&v)?.transpose(1, 2)?.reshape((b, 1, d))?;
+        self.proj.forward(&y)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -131,13 +167,33 @@ impl Block {
     /// # Shapes
     /// `[B, T, D]` → `[B, T, D]`
     fn forward(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let y = self.attn.forward(&self.norm1.forward(x)?)?;
+        self.finish(x, y, ctx)
+    }
+
+    /// [`Block::forward`]'s output for token 0 only (the class token), which is all that
+    /// class-token pooling reads from the last block: the other tokens serve as keys and values,
+    /// and the rest of the block (projection, MLP: three quarters of its GEMM work) runs on one
+    /// token per image. Same values and gradients as `forward(x).narrow(1, 0, 1)`.
+    ///
+    /// # Shapes
+    /// `[B, T, D]` → `[B, 1, D]`
+    fn forward_first(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let y = self.attn.forward_first(&self.norm1.forward(x)?)?;
+        self.finish(&x.narrow(1, 0, 1)?, y, ctx)
+    }
+
+    /// The two residual branches after attention: `x + ls1·y`, then the MLP branch.
+    ///
+    /// # Shapes
+    /// `x`, `y`: `[B, T, D]` → `[B, T, D]`
+    fn finish(&self, x: &Tensor, y: Tensor, ctx: Ctx) -> Result<Tensor> {
         let scale = |y: Tensor, g: Option<&Tensor>| -> Result<Tensor> {
             Ok(match g {
                 Some(g) => y.broadcast_mul(g)?,
                 None => y,
             })
         };
-        let y = self.attn.forward(&self.norm1.forward(x)?)?;
         let y = scale(y, self.ls.as_ref().map(|l| &l.0))?;
         let x = (x + drop_path(&y, self.drop_path, ctx, self.site)?)?;
         let y = self.fc2.forward(&crate::ops::gelu_erf(
@@ -261,6 +317,22 @@ impl VisionTransformer {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, 1 + grid², D]` ([`Pool::Token`]) or `[N, grid², D]` ([`Pool::Avg`])
     pub fn forward_tokens(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let mut x = self.embed_tokens(x, ctx)?;
+        for b in &self.blocks {
+            x = b.forward(&x, ctx)?;
+        }
+        match self.cfg.pool {
+            Pool::Token => self.norm.forward(&x),
+            Pool::Avg => Ok(x),
+        }
+    }
+
+    /// The token sequence entering the first block: embedded patches, the class token in front
+    /// ([`Pool::Token`]), plus the position embedding, then dropout.
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, 1 + grid², D]` ([`Pool::Token`]) or `[N, grid², D]` ([`Pool::Avg`])
+    fn embed_tokens(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
         let map = match &self.embed {
             Embed::Patch(p) => p.forward(x)?,
             Embed::Hybrid(h) => h.forward(x, ctx)?,
@@ -279,24 +351,33 @@ impl VisionTransformer {
             None => tokens,
         }
         .broadcast_add(&self.pos_embed)?;
-        let mut x = dropout(&x, self.cfg.drop_rate, ctx, hash_str("pos_drop"))?;
-        for b in &self.blocks {
+        dropout(&x, self.cfg.drop_rate, ctx, hash_str("pos_drop"))
+    }
+
+    /// The class token after the last block and the final `norm` ([`Pool::Token`]): what
+    /// `forward_tokens(x).narrow(1, 0, 1)` gives, with the last block run for that token only
+    /// ([`Block::forward_first`]).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, D]`
+    fn forward_class_token(&self, x: &Tensor, ctx: Ctx) -> Result<Tensor> {
+        let mut x = self.embed_tokens(x, ctx)?;
+        let Some((last, rest)) = self.blocks.split_last() else {
+            return self.norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?);
+        };
+        for b in rest {
             x = b.forward(&x, ctx)?;
         }
-        match self.cfg.pool {
-            Pool::Token => self.norm.forward(&x),
-            Pool::Avg => Ok(x),
-        }
+        self.norm.forward(&last.forward_first(&x, ctx)?.squeeze(1)?)
     }
 }
 
 impl Classifier for VisionTransformer {
     fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let ctx = self.steps.ctx(self.seed, train);
-        let t = self.forward_tokens(x, ctx)?;
         let f = match self.cfg.pool {
-            Pool::Token => t.narrow(1, 0, 1)?.squeeze(1)?,
-            Pool::Avg => self.norm.forward(&t.mean(1)?)?,
+            Pool::Token => self.forward_class_token(x, ctx)?,
+            Pool::Avg => self.norm.forward(&self.forward_tokens(x, ctx)?.mean(1)?)?,
         };
         dropout(&f, self.cfg.drop_rate, ctx, hash_str("head_drop"))
     }
@@ -319,5 +400,74 @@ impl Classifier for VisionTransformer {
 
     fn set_rng_step(&self, step: u64) {
         self.steps.set(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelVars;
+    use crate::ops::testutil::{max_rel_err, random};
+    use candle_core::{DType, Device};
+
+    /// The class-token path (last block on token 0 only) against the full token sequence, in
+    /// training mode with stochastic depth, with and without LayerScale: same features, same
+    /// gradient for every parameter.
+    #[test]
+    fn class_token_path_matches_full_sequence_with_gradients() -> Result<()> {
+        for layer_scale in [None, Some(0.5)] {
+            let vars = ModelVars::new(7, DType::F32, &Device::Cpu);
+            let cfg = VitCfg {
+                patch: 4,
+                dim: 16,
+                depth: 2,
+                heads: 2,
+                mlp_ratio: 4,
+                img_size: 16,
+                in_chans: 1,
+                num_classes: 3,
+                drop_rate: 0.0,
+                drop_path_rate: 0.5,
+                backbone: None,
+                layer_scale,
+                pool: Pool::Token,
+            };
+            let model = VisionTransformer::new(&cfg, &vars.root())?;
+            let x = random(&[4, 1, 16, 16], 1);
+            let ctx = Ctx {
+                train: true,
+                seed: 3,
+                step: 5,
+            };
+            let ours = model.forward_class_token(&x, ctx)?;
+            let full = model.forward_tokens(&x, ctx)?.narrow(1, 0, 1)?.squeeze(1)?;
+            assert_eq!(ours.dims(), &[4, 16]);
+            let e = max_rel_err(&ours, &full);
+            assert!(
+                e < 1e-5,
+                "features rel err {e} (layer scale {layer_scale:?})"
+            );
+            let up = random(&[4, 16], 2);
+            let g1 = ours.mul(&up)?.sum_all()?.backward()?;
+            let g2 = full.mul(&up)?.sum_all()?.backward()?;
+            for (name, var) in vars.trainable() {
+                let (a, b) = match (g1.get(var.as_tensor()), g2.get(var.as_tensor())) {
+                    (Some(a), Some(b)) => (a, b),
+                    // The head is not part of the features.
+                    (None, None) if name.starts_with("head.") => continue,
+                    (a, b) => panic!(
+                        "{name}: gradient {} / reference {}",
+                        a.is_some(),
+                        b.is_some()
+                    ),
+                };
+                let e = max_rel_err(a, b);
+                assert!(
+                    e < 1e-4,
+                    "{name}: grad rel err {e} (layer scale {layer_scale:?})"
+                );
+            }
+        }
+        Ok(())
     }
 }

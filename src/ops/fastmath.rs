@@ -33,6 +33,13 @@ pub fn exp(x: f32) -> f32 {
 /// `erf(x)` (see the module docs for its error).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_with(x, exp(-x * x))
+}
+
+/// `erf(x)` given `e = exp(-x²)`, for callers that need that exponential themselves (GELU's
+/// derivative: the normal density at `x√2` is `e / √(2π)`).
+#[inline(always)]
+pub fn erf_with(x: f32, e: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -44,7 +51,7 @@ pub fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + P * a);
     let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
-    let y = 1.0 - poly * exp(-a * a);
+    let y = 1.0 - poly * e;
     y.copysign(x)
 }
 

@@ -41,8 +41,11 @@ vectorised! {
     /// `dx = dy · gelu'(x)` elementwise.
     fn backward(dx: &mut [f32], x: &[f32], dy: &[f32]) {
         for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-            let cdf = 0.5 * (1.0 + fastmath::erf(x * FRAC_1_SQRT_2));
-            let pdf = INV_SQRT_2PI * fastmath::exp(-0.5 * x * x);
+            // One exponential serves both: exp(-z²) with z = x/√2 is exp(-x²/2).
+            let z = x * FRAC_1_SQRT_2;
+            let e = fastmath::exp(-z * z);
+            let cdf = 0.5 * (1.0 + fastmath::erf_with(z, e));
+            let pdf = INV_SQRT_2PI * e;
             *d = g * (cdf + x * pdf);
         }
     }

@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod attention;
 mod avx512;
 pub mod batch_norm;
+mod candle_patches;
 pub mod conv2d;
 pub mod fastmath;
 pub mod gelu;
@@ -22,7 +23,7 @@ pub mod sgemm;
 pub(crate) mod simd;
 pub mod softmax;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use add_relu::add_relu;
 pub use alloc::tune_allocator;

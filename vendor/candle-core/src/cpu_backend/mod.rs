@@ -344,40 +344,66 @@ impl ReduceSum<'_> {
                     }
                     return Ok(dst);
                 };
-                // noisycxr patch: a run of consecutive reduced dims (the leading dims when a
-                // broadcast bias gets its gradient, the spatial dims of a per-image mean) is a
-                // sum of contiguous rows, which the compiler vectorises, instead of a divmod per
-                // element.
-                let consecutive = self.reduce_dims.windows(2).all(|w| w[1] == w[0] + 1);
-                if let (true, Some(&a), Some(&last)) = (
-                    consecutive,
-                    self.reduce_dims.first(),
-                    self.reduce_dims.last(),
-                ) {
-                    let dims = src_l.dims();
-                    let red: usize = dims[a..=last].iter().product();
-                    let inner: usize = dims[last + 1..].iter().product();
-                    if inner > 0 && red > 0 {
-                        for (o, d) in dst.chunks_exact_mut(inner).enumerate() {
-                            let block = &src[o * red * inner..(o + 1) * red * inner];
-                            for s in block.chunks_exact(inner) {
-                                for (x, &y) in d.iter_mut().zip(s) {
-                                    *x += y;
-                                }
-                            }
-                        }
-                    }
+                // noisycxr patch: any set of reduced dims of a contiguous tensor, without a
+                // divmod per element. Adjacent dims merge into alternating runs of reduced and
+                // kept dims. A trailing reduced run is summed row by row (contiguous rows, 8
+                // partial sums so that the loop vectorises); then each row of the trailing kept
+                // run is added into its destination row, whose index is worked out once per
+                // row. Covers the bias gradient of a linear layer (`[N, out]` over `N`) and of a
+                // conv (`[N, C, H, W]` over `(0, 2, 3)`).
+                if src.is_empty() {
                     return Ok(dst);
                 }
-                for (unstr_index, &src) in src.iter().enumerate() {
-                    let mut dst_index = unstr_index;
-                    // Set the reduce_dims indexes to 0.
-                    for &(dim, stride) in self.reduce_dims_and_stride.iter() {
-                        // The compiler is able to optimize the following in a single divmod op.
-                        let (pre, post) = (dst_index / stride, dst_index % stride);
-                        dst_index = (pre / dim) * stride + post;
+                let mut runs: Vec<(bool, usize)> = Vec::new();
+                for (i, &d) in src_l.dims().iter().enumerate() {
+                    let reduced = self.reduce_dims.contains(&i);
+                    match runs.last_mut() {
+                        Some((r, size)) if *r == reduced => *size *= d,
+                        _ => runs.push((reduced, d)),
                     }
-                    dst[dst_index] += src;
+                }
+                let row_sums;
+                let rows: &[T] = match runs.last() {
+                    Some(&(true, r)) => {
+                        runs.pop();
+                        row_sums = src
+                            .chunks_exact(r)
+                            .map(|row| {
+                                let mut acc = [start_elt; 8];
+                                let mut it = row.chunks_exact(8);
+                                for c in &mut it {
+                                    for (a, &v) in acc.iter_mut().zip(c) {
+                                        *a += v;
+                                    }
+                                }
+                                for (a, &v) in acc.iter_mut().zip(it.remainder()) {
+                                    *a += v;
+                                }
+                                acc.iter().fold(start_elt, |s, &a| s + a)
+                            })
+                            .collect::<Vec<T>>();
+                        &row_sums
+                    }
+                    _ => src,
+                };
+                // All dims reduced was handled above, so a kept run is last now.
+                let k = match runs.pop() {
+                    Some((false, k)) => k,
+                    _ => crate::bail!("internal: reduce over {:?}", self.reduce_dims),
+                };
+                for (row, vals) in rows.chunks_exact(k).enumerate() {
+                    let (mut rem, mut dst_row, mut mult) = (row, 0, 1);
+                    for &(reduced, size) in runs.iter().rev() {
+                        let i = rem % size;
+                        rem /= size;
+                        if !reduced {
+                            dst_row += i * mult;
+                            mult *= size;
+                        }
+                    }
+                    for (x, &y) in dst[dst_row * k..(dst_row + 1) * k].iter_mut().zip(vals) {
+                        *x += y;
+                    }
                 }
             }
             None => {
