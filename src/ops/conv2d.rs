@@ -22,9 +22,15 @@ use rayon::prelude::*;
 use super::host::storage_f32;
 use super::sgemm::{sgemm, sgemm_strided, MatRef};
 
+use crate::error::{Error, Result};
+
 /// Output channels (per group) below which the forward GEMM is computed transposed.
 const NARROW_COUT: usize = 64;
-use crate::error::{Error, Result};
+/// Output pixels one GEMM should span: layers with fewer per image (the late stages: 7², 4², 2²)
+/// put several images side by side in one GEMM (see [`Geom::block_images`]).
+const BLOCK_COLS: usize = 256;
+/// Cap on the floats of one thread's im2col buffer when images are put side by side.
+const MAX_BLOCK_FLOATS: usize = 1 << 22;
 
 /// Geometry of a 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,12 +276,31 @@ impl Geom {
         self.oh * self.ow
     }
 
-    /// Size of the im2col buffer one thread needs (0 when pointwise).
-    fn col_len(&self) -> usize {
-        if self.pointwise {
-            0
-        } else {
-            self.k() * self.p()
+    /// Images per GEMM ("block"): enough for about [`BLOCK_COLS`] output pixels, at most one
+    /// thread's share of the batch (so that every thread gets a block) and within
+    /// [`MAX_BLOCK_FLOATS`] of im2col buffer. 1 for layers with large outputs.
+    fn block_images(&self, threads: usize) -> usize {
+        let p = self.p().max(1);
+        let per_thread = self.n.div_ceil(threads.max(1));
+        let mem = MAX_BLOCK_FLOATS / (self.k().max(self.cout_g) * p).max(1);
+        BLOCK_COLS.div_ceil(p).min(per_thread).min(mem).max(1)
+    }
+
+    /// A thread's buffers for blocks of `nb` images: the im2col matrix `[K, nb·P]` (for a
+    /// pointwise conv: the gathered input or input gradient, `[Cin_g, nb·P]`; none when
+    /// `nb = 1`), and, when `nb > 1`, `[Cout_g, nb·P]` for the GEMM's output or the gathered
+    /// output gradient.
+    fn scratch(&self, nb: usize) -> Scratch {
+        let cols = nb * self.p();
+        let col = match (self.pointwise, nb) {
+            (true, 1) => 0,
+            (true, _) => self.cin_g * cols,
+            (false, _) => self.k() * cols,
+        };
+        let mat = if nb > 1 { self.cout_g * cols } else { 0 };
+        Scratch {
+            col: super::alloc::overwritten_f32(col),
+            mat: super::alloc::overwritten_f32(mat),
         }
     }
 
@@ -291,15 +316,15 @@ impl Geom {
         ((lo as usize).min(hi), hi)
     }
 
-    /// Fills `col[K, P]` for group `grp` of one image `x[Cin, H, W]`.
-    fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32]) {
+    /// Fills `col[K, P]` (row stride `ld`) for group `grp` of one image `x[Cin, H, W]`.
+    fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize) {
         let (p, hw) = (self.p(), self.h * self.w);
         for c in 0..self.cin_g {
             let xc = &x[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
                 for kj in 0..self.kw {
                     let row = (c * self.kh + ki) * self.kw + kj;
-                    let dst = &mut col[row * p..(row + 1) * p];
+                    let dst = &mut col[row * ld..][..p];
                     let (lo, hi) = self.valid_cols(kj);
                     let ix0 = (lo * self.sw + kj * self.dw) as isize - self.pl as isize;
                     for oy in 0..self.oh {
@@ -326,15 +351,16 @@ impl Geom {
         }
     }
 
-    /// Adds `col[K, P]` back into group `grp` of one image gradient `gx[Cin, H, W]`.
-    fn col2im(&self, col: &[f32], grp: usize, gx: &mut [f32]) {
-        let (p, hw) = (self.p(), self.h * self.w);
+    /// Adds `col[K, P]` (row stride `ld`) back into group `grp` of one image gradient
+    /// `gx[Cin, H, W]`.
+    fn col2im(&self, col: &[f32], ld: usize, grp: usize, gx: &mut [f32]) {
+        let hw = self.h * self.w;
         for c in 0..self.cin_g {
             let gc = &mut gx[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
                 for kj in 0..self.kw {
                     let row = (c * self.kh + ki) * self.kw + kj;
-                    let src = &col[row * p..(row + 1) * p];
+                    let src = &col[row * ld..][..self.p()];
                     let (lo, hi) = self.valid_cols(kj);
                     if lo >= hi {
                         continue;
@@ -362,103 +388,139 @@ impl Geom {
         }
     }
 
-    /// `col` for group `grp` of image `x`: the image itself when pointwise, else im2col into
-    /// `buf`.
-    fn col<'a>(&self, x: &'a [f32], grp: usize, buf: &'a mut [f32]) -> MatRef<'a> {
-        if self.pointwise {
-            let hw = self.h * self.w;
-            MatRef::row_major(
-                &x[grp * self.cin_g * hw..][..self.cin_g * hw],
-                self.cin_g,
-                hw,
-            )
-        } else {
-            self.im2col(x, grp, buf);
-            MatRef::row_major(buf, self.k(), self.p())
+    /// The column matrix `[K, nb·P]` of group `grp` for the `nb` images in `x` (image `j` in
+    /// columns `j·P..(j+1)·P`): the image itself for a pointwise conv of one image, else
+    /// gathered or im2col'd into `buf`.
+    fn col<'a>(&self, x: &'a [f32], nb: usize, grp: usize, buf: &'a mut [f32]) -> MatRef<'a> {
+        let (p, chw) = (self.p(), self.cin * self.h * self.w);
+        let cols = nb * p;
+        if self.pointwise && nb == 1 {
+            return MatRef::row_major(&x[grp * self.cin_g * p..][..self.cin_g * p], self.cin_g, p);
         }
+        if self.pointwise {
+            gather(x, chw, grp * self.cin_g, self.cin_g, p, nb, buf);
+            return MatRef::row_major(&buf[..self.cin_g * cols], self.cin_g, cols);
+        }
+        for j in 0..nb {
+            self.im2col(&x[j * chw..][..chw], grp, &mut buf[j * p..], cols);
+        }
+        MatRef::row_major(&buf[..self.k() * cols], self.k(), cols)
     }
 
-    /// Forward for one image: `out[Cout, P]`.
-    fn forward_image(
+    /// Rows `grp·Cout_g..` of the output gradients of the `nb` images in `gout`, as one
+    /// `[Cout_g, nb·P]` matrix: the image's own rows when `nb = 1`, else gathered into `buf`.
+    fn gout<'a>(&self, gout: &'a [f32], nb: usize, grp: usize, buf: &'a mut [f32]) -> MatRef<'a> {
+        let (p, rows) = (self.p(), self.cout_g);
+        if nb == 1 {
+            return MatRef::row_major(&gout[grp * rows * p..][..rows * p], rows, p);
+        }
+        gather(gout, self.cout * p, grp * rows, rows, p, nb, buf);
+        MatRef::row_major(&buf[..rows * nb * p], rows, nb * p)
+    }
+
+    /// Forward for a block of `nb` images: `out[nb, Cout, P]` from `x[nb, Cin, H, W]`.
+    fn forward_block(
         &self,
         x: &[f32],
         wt: &[f32],
         out: &mut [f32],
-        buf: &mut [f32],
+        nb: usize,
+        s: &mut Scratch,
         threads: usize,
     ) -> std::result::Result<(), String> {
         let (k, p) = (self.k(), self.p());
+        let cols = nb * p;
         for grp in 0..self.groups {
             let wg = MatRef::row_major(
                 &wt[grp * self.cout_g * k..][..self.cout_g * k],
                 self.cout_g,
                 k,
             );
-            let col = self.col(x, grp, buf);
-            let dst = &mut out[grp * self.cout_g * p..][..self.cout_g * p];
+            let col = self.col(x, nb, grp, &mut s.col);
+            let dst = if nb == 1 {
+                &mut out[grp * self.cout_g * p..][..self.cout_g * p]
+            } else {
+                &mut s.mat[..self.cout_g * cols]
+            };
             if self.cout_g < NARROW_COUT {
                 // Few output channels: a short, wide product fills the GEMM microkernel badly
                 // (its tile is 64 rows); compute `outᵀ = colᵀ Wᵀ` (P rows) and write it
-                // through the destination strides straight into the NCHW layout.
-                sgemm_strided(dst, 1, p, col.t(), wg.t(), false, threads)?;
+                // through the destination strides straight into the `[Cout_g, nb·P]` layout.
+                sgemm_strided(dst, 1, cols, col.t(), wg.t(), false, threads)?;
             } else {
                 sgemm(dst, wg, col, false, threads)?;
+            }
+            if nb > 1 {
+                scatter(
+                    &s.mat,
+                    self.cout * p,
+                    grp * self.cout_g,
+                    self.cout_g,
+                    p,
+                    nb,
+                    out,
+                );
             }
         }
         Ok(())
     }
 
-    /// Input gradient for one image: `gx[Cin, H, W]` from `gout[Cout, P]`.
-    fn grad_input_image(
+    /// Input gradient for a block of `nb` images: `gx[nb, Cin, H, W]` (zeroed by the caller)
+    /// from `gout[nb, Cout, P]`.
+    fn grad_input_block(
         &self,
         gout: &[f32],
         wt: &[f32],
         gx: &mut [f32],
-        buf: &mut [f32],
+        nb: usize,
+        s: &mut Scratch,
         threads: usize,
     ) -> std::result::Result<(), String> {
-        let (k, p, hw) = (self.k(), self.p(), self.h * self.w);
+        let (k, p, chw) = (self.k(), self.p(), self.cin * self.h * self.w);
+        let cols = nb * p;
         for grp in 0..self.groups {
             let wg = MatRef::row_major(
                 &wt[grp * self.cout_g * k..][..self.cout_g * k],
                 self.cout_g,
                 k,
             );
-            let g = MatRef::row_major(
-                &gout[grp * self.cout_g * p..][..self.cout_g * p],
-                self.cout_g,
-                p,
-            );
-            if self.pointwise {
-                let dst = &mut gx[grp * self.cin_g * hw..][..self.cin_g * hw];
+            let g = self.gout(gout, nb, grp, &mut s.mat);
+            if self.pointwise && nb == 1 {
+                let dst = &mut gx[grp * self.cin_g * p..][..self.cin_g * p];
                 sgemm(dst, wg.t(), g, false, threads)?;
+            } else if self.pointwise {
+                let dcol = &mut s.col[..self.cin_g * cols];
+                sgemm(dcol, wg.t(), g, false, threads)?;
+                scatter(dcol, chw, grp * self.cin_g, self.cin_g, p, nb, gx);
             } else {
-                sgemm(buf, wg.t(), g, false, threads)?;
-                self.col2im(buf, grp, gx);
+                let dcol = &mut s.col[..k * cols];
+                sgemm(dcol, wg.t(), g, false, threads)?;
+                for j in 0..nb {
+                    self.col2im(&dcol[j * p..], cols, grp, &mut gx[j * chw..][..chw]);
+                }
             }
         }
         Ok(())
     }
 
-    /// Adds (or writes, when `!accumulate`) one image's weight gradient into `gw[Cout, K]`.
+    /// Adds (or writes, when `!accumulate`) the weight gradient of a block of `nb` images into
+    /// `gw[Cout, K]`.
     #[allow(clippy::too_many_arguments)]
-    fn grad_weight_image(
+    fn grad_weight_block(
         &self,
         x: &[f32],
         gout: &[f32],
         gw: &mut [f32],
-        buf: &mut [f32],
+        nb: usize,
+        s: &mut Scratch,
         accumulate: bool,
         threads: usize,
     ) -> std::result::Result<(), String> {
-        let (k, p) = (self.k(), self.p());
+        let k = self.k();
+        let Scratch { col: cbuf, mat } = s;
         for grp in 0..self.groups {
-            let g = MatRef::row_major(
-                &gout[grp * self.cout_g * p..][..self.cout_g * p],
-                self.cout_g,
-                p,
-            );
-            let col = self.col(x, grp, buf);
+            let g = self.gout(gout, nb, grp, mat);
+            let col = self.col(x, nb, grp, cbuf);
             let dst = &mut gw[grp * self.cout_g * k..][..self.cout_g * k];
             if self.cout_g < NARROW_COUT {
                 // As in the forward: `dWᵀ = col goutᵀ` (K rows), written through the strides.
@@ -470,10 +532,39 @@ impl Geom {
         Ok(())
     }
 
-    /// Whether to spread images over threads (each GEMM single-threaded) rather than run the
-    /// images in turn with multi-threaded GEMMs.
-    fn per_image_threads(&self, threads: usize) -> bool {
-        threads > 1 && self.n >= threads
+    /// How to run the batch: `(nb, parallel)` — blocks of `nb` images, spread over the threads
+    /// with one single-threaded GEMM each when there are at least as many blocks as threads,
+    /// else in turn with multi-threaded GEMMs.
+    fn schedule(&self, threads: usize) -> (usize, bool) {
+        let nb = self.block_images(threads);
+        (nb, threads > 1 && self.n.div_ceil(nb) >= threads)
+    }
+}
+
+/// One thread's buffers (see [`Geom::scratch`]).
+struct Scratch {
+    col: Vec<f32>,
+    mat: Vec<f32>,
+}
+
+/// Copies rows `r0..r0 + rows` (each `p` long) of `nb` consecutive items of `item` floats in
+/// `src` side by side into `dst[rows, nb·p]`: item `j` goes to columns `j·p..(j+1)·p`.
+fn gather(src: &[f32], item: usize, r0: usize, rows: usize, p: usize, nb: usize, dst: &mut [f32]) {
+    let cols = nb * p;
+    for j in 0..nb {
+        for r in 0..rows {
+            dst[r * cols + j * p..][..p].copy_from_slice(&src[j * item + (r0 + r) * p..][..p]);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: writes `src[rows, nb·p]` back into the items' rows.
+fn scatter(src: &[f32], item: usize, r0: usize, rows: usize, p: usize, nb: usize, dst: &mut [f32]) {
+    let cols = nb * p;
+    for j in 0..nb {
+        for r in 0..rows {
+            dst[j * item + (r0 + r) * p..][..p].copy_from_slice(&src[r * cols + j * p..][..p]);
+        }
     }
 }
 
@@ -505,22 +596,20 @@ impl CustomOp2 for Conv2dOp {
         // Every group's GEMM writes its whole block (no accumulation).
         let mut out = super::alloc::overwritten_f32(g.n * op);
         let threads = super::num_threads();
-        let res = if g.per_image_threads(threads) {
-            out.par_chunks_mut(op.max(1)).enumerate().try_for_each_init(
-                || super::alloc::overwritten_f32(g.col_len()),
-                |buf, (i, o)| g.forward_image(&x[i * chw..][..chw], wt, o, buf, 1),
-            )
+        let (nb, parallel) = g.schedule(threads);
+        let run = |s: &mut Scratch, (b, o): (usize, &mut [f32]), threads| {
+            let m = o.len() / op.max(1);
+            g.forward_block(&x[b * nb * chw..][..m * chw], wt, o, m, s, threads)
+        };
+        let res = if parallel {
+            out.par_chunks_mut((nb * op).max(1))
+                .enumerate()
+                .try_for_each_init(|| g.scratch(nb), |s, bo| run(s, bo, 1))
         } else {
-            let mut buf = super::alloc::overwritten_f32(g.col_len());
-            (0..g.n).try_for_each(|i| {
-                g.forward_image(
-                    &x[i * chw..][..chw],
-                    wt,
-                    &mut out[i * op..][..op],
-                    &mut buf,
-                    threads,
-                )
-            })
+            let mut s = g.scratch(nb);
+            out.chunks_mut((nb * op).max(1))
+                .enumerate()
+                .try_for_each(|bo| run(&mut s, bo, threads))
         };
         res.map_err(candle_core::Error::Msg)?;
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.cout, g.oh, g.ow))))
@@ -595,17 +684,20 @@ impl CustomOp2 for Conv2dGradInput {
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
         let mut gx = vec![0f32; g.n * chw];
         let threads = super::num_threads();
-        let res = if g.per_image_threads(threads) {
-            gx.par_chunks_mut(chw.max(1)).enumerate().try_for_each_init(
-                || super::alloc::overwritten_f32(g.col_len()),
-                |buf, (i, d)| g.grad_input_image(&gout[i * op..][..op], wt, d, buf, 1),
-            )
+        let (nb, parallel) = g.schedule(threads);
+        let run = |s: &mut Scratch, (b, d): (usize, &mut [f32]), threads| {
+            let m = d.len() / chw.max(1);
+            g.grad_input_block(&gout[b * nb * op..][..m * op], wt, d, m, s, threads)
+        };
+        let res = if parallel {
+            gx.par_chunks_mut((nb * chw).max(1))
+                .enumerate()
+                .try_for_each_init(|| g.scratch(nb), |s, bd| run(s, bd, 1))
         } else {
-            let mut buf = super::alloc::overwritten_f32(g.col_len());
-            (0..g.n).try_for_each(|i| {
-                let d = &mut gx[i * chw..][..chw];
-                g.grad_input_image(&gout[i * op..][..op], wt, d, &mut buf, threads)
-            })
+            let mut s = g.scratch(nb);
+            gx.chunks_mut((nb * chw).max(1))
+                .enumerate()
+                .try_for_each(|bd| run(&mut s, bd, threads))
         };
         res.map_err(candle_core::Error::Msg)?;
         Ok((CpuStorage::F32(gx), Shape::from(self.x_dims.to_vec())))
@@ -641,18 +733,25 @@ impl CustomOp2 for Conv2dGradWeight {
         let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         let (chw, op, wlen) = (g.cin * g.h * g.w, g.cout * g.p(), g.cout * g.k());
         let threads = super::num_threads();
-        let gw = if g.per_image_threads(threads) {
-            // One contiguous run of images per thread, each with its own partial sum.
-            let per = g.n.div_ceil(threads);
+        let (nb, parallel) = g.schedule(threads);
+        // Images `lo..hi` in blocks of `nb`, summed into `acc` (written by the first block).
+        let run = |acc: &mut [f32], s: &mut Scratch, lo: usize, hi: usize, threads| {
+            for (i, b) in (lo..hi).step_by(nb).enumerate() {
+                let m = nb.min(hi - b);
+                let (xb, gb) = (&x[b * chw..][..m * chw], &gout[b * op..][..m * op]);
+                g.grad_weight_block(xb, gb, acc, m, s, i > 0, threads)?;
+            }
+            Ok(())
+        };
+        let gw = if parallel {
+            // One contiguous run of blocks per thread, each with its own partial sum.
+            let per = g.n.div_ceil(nb).div_ceil(threads) * nb;
             let parts: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
                 .into_par_iter()
                 .map(|t| {
                     let mut acc = vec![0f32; wlen];
-                    let mut buf = super::alloc::overwritten_f32(g.col_len());
-                    for i in t * per..((t + 1) * per).min(g.n) {
-                        let (xi, gi) = (&x[i * chw..][..chw], &gout[i * op..][..op]);
-                        g.grad_weight_image(xi, gi, &mut acc, &mut buf, i > t * per, 1)?;
-                    }
+                    let mut s = g.scratch(nb);
+                    run(&mut acc, &mut s, t * per, ((t + 1) * per).min(g.n), 1)?;
                     Ok(acc)
                 })
                 .collect::<std::result::Result<_, String>>()
@@ -667,12 +766,7 @@ impl CustomOp2 for Conv2dGradWeight {
             acc
         } else {
             let mut acc = vec![0f32; wlen];
-            let mut buf = super::alloc::overwritten_f32(g.col_len());
-            for i in 0..g.n {
-                let (xi, gi) = (&x[i * chw..][..chw], &gout[i * op..][..op]);
-                g.grad_weight_image(xi, gi, &mut acc, &mut buf, i > 0, threads)
-                    .map_err(candle_core::Error::Msg)?;
-            }
+            run(&mut acc, &mut g.scratch(nb), 0, g.n, threads).map_err(candle_core::Error::Msg)?;
             acc
         };
         Ok((CpuStorage::F32(gw), Shape::from(self.w_dims.to_vec())))
@@ -735,6 +829,27 @@ mod tests {
                                                               // ≥ NARROW_COUT output channels per group: the untransposed GEMMs.
         check(&[2, 5, 6, 6], &[64, 5, 3, 3], 1, 1, 1, 1);
         check(&[2, 8, 5, 5], &[128, 4, 1, 1], 1, 0, 1, 2); // grouped, 64 per group
+    }
+
+    /// Small outputs put several images side by side in one GEMM ([`Geom::block_images`]):
+    /// full and partial blocks, pointwise (gathered), grouped, both GEMM orientations.
+    #[test]
+    fn blocks_of_images_match_candle_conv2d() {
+        for threads in [1, 2] {
+            let g = Geom::new(
+                &[7, 6, 4, 4],
+                &[10, 6, 3, 3],
+                &Conv2dParams::new(1, 1, 1, 1),
+            )
+            .unwrap();
+            assert!(g.block_images(threads) > 1, "{threads} threads");
+        }
+        check(&[7, 6, 4, 4], &[10, 6, 3, 3], 1, 1, 1, 1); // 7 images: a partial last block
+        check(&[8, 6, 4, 4], &[70, 6, 3, 3], 2, 1, 1, 1);
+        check(&[9, 6, 3, 3], &[5, 6, 1, 1], 1, 0, 1, 1); // pointwise, narrow
+        check(&[8, 6, 2, 2], &[72, 6, 1, 1], 1, 0, 1, 1); // pointwise, wide
+        check(&[6, 6, 5, 5], &[4, 3, 3, 3], 2, 1, 1, 2); // grouped
+        check(&[5, 8, 3, 3], &[128, 4, 1, 1], 1, 0, 1, 2); // grouped pointwise, 64 per group
     }
 
     #[test]
