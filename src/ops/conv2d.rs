@@ -316,15 +316,62 @@ impl Geom {
         ((lo as usize).min(hi), hi)
     }
 
+    /// Tap `(ki, kj)` of a stride-1 conv whose output rows are as wide as the input's
+    /// (`ow = w`: "same" padding, e.g. every 3×3 stride-1 conv of a ResNet) reads the input at a
+    /// fixed offset from the output index, so all its rows form one contiguous run; `None` for
+    /// other convs.
+    fn flat_tap(&self, ki: usize, kj: usize) -> Option<FlatTap> {
+        if self.sh != 1 || self.sw != 1 || self.ow != self.w {
+            return None;
+        }
+        let dy = (ki * self.dh) as isize - self.pt as isize;
+        let dx = (kj * self.dw) as isize - self.pl as isize;
+        let r0 = ((-dy).max(0) as usize).min(self.oh);
+        let r1 = ((self.h as isize - dy).max(0) as usize).min(self.oh);
+        let (lo, hi) = self.valid_cols(kj);
+        let (a, b) = if r0 < r1 && lo < hi {
+            (r0 * self.ow + lo, (r1 - 1) * self.ow + hi)
+        } else {
+            (0, 0)
+        };
+        Some(FlatTap {
+            a,
+            b,
+            shift: dy * self.w as isize + dx,
+            borders: (lo > 0 || hi < self.ow).then(|| {
+                (r0..r1.saturating_sub(1))
+                    .map(|oy| oy * self.ow + hi..(oy + 1) * self.ow + lo)
+                    .collect()
+            }),
+        })
+    }
+
     /// Fills `col[K, P]` (row stride `ld`) for group `grp` of one image `x[Cin, H, W]`.
     fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize) {
         let (p, hw) = (self.p(), self.h * self.w);
+        let flat: Vec<Option<FlatTap>> = (0..self.kh * self.kw)
+            .map(|t| self.flat_tap(t / self.kw, t % self.kw))
+            .collect();
         for c in 0..self.cin_g {
             let xc = &x[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
                 for kj in 0..self.kw {
                     let row = (c * self.kh + ki) * self.kw + kj;
                     let dst = &mut col[row * ld..][..p];
+                    if let Some(t) = &flat[ki * self.kw + kj] {
+                        // One copy for all rows; the border pixels it takes from the
+                        // neighbouring rows are then zeroed.
+                        dst[..t.a].fill(0.0);
+                        dst[t.b..].fill(0.0);
+                        if t.a < t.b {
+                            let s0 = (t.a as isize + t.shift) as usize;
+                            dst[t.a..t.b].copy_from_slice(&xc[s0..s0 + (t.b - t.a)]);
+                        }
+                        for r in t.borders.iter().flatten() {
+                            dst[r.clone()].fill(0.0);
+                        }
+                        continue;
+                    }
                     let (lo, hi) = self.valid_cols(kj);
                     let ix0 = (lo * self.sw + kj * self.dw) as isize - self.pl as isize;
                     for oy in 0..self.oh {
@@ -341,8 +388,10 @@ impl Geom {
                         if self.sw == 1 {
                             d[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]);
                         } else {
-                            for (j, v) in d[lo..hi].iter_mut().enumerate() {
-                                *v = xr[ix0 + j * self.sw];
+                            for (v, x) in
+                                d[lo..hi].iter_mut().zip(xr[ix0..].iter().step_by(self.sw))
+                            {
+                                *v = *x;
                             }
                         }
                     }
@@ -353,14 +402,34 @@ impl Geom {
 
     /// Adds `col[K, P]` (row stride `ld`) back into group `grp` of one image gradient
     /// `gx[Cin, H, W]`.
-    fn col2im(&self, col: &[f32], ld: usize, grp: usize, gx: &mut [f32]) {
+    /// `col` is scratch: entries that map outside the image may be overwritten.
+    fn col2im(&self, col: &mut [f32], ld: usize, grp: usize, gx: &mut [f32]) {
         let hw = self.h * self.w;
+        let flat: Vec<Option<FlatTap>> = (0..self.kh * self.kw)
+            .map(|t| self.flat_tap(t / self.kw, t % self.kw))
+            .collect();
         for c in 0..self.cin_g {
             let gc = &mut gx[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
                 for kj in 0..self.kw {
                     let row = (c * self.kh + ki) * self.kw + kj;
-                    let src = &col[row * ld..][..self.p()];
+                    let src = &mut col[row * ld..][..self.p()];
+                    if let Some(t) = &flat[ki * self.kw + kj] {
+                        // Zero the entries that fall outside the image, then one contiguous
+                        // add for all rows (adding those zeros changes nothing).
+                        for r in t.borders.iter().flatten() {
+                            src[r.clone()].fill(0.0);
+                        }
+                        if t.a < t.b {
+                            let g0 = (t.a as isize + t.shift) as usize;
+                            let n = t.b - t.a;
+                            for (g, v) in gc[g0..g0 + n].iter_mut().zip(&src[t.a..t.b]) {
+                                *g += v;
+                            }
+                        }
+                        continue;
+                    }
+                    let src = &*src;
                     let (lo, hi) = self.valid_cols(kj);
                     if lo >= hi {
                         continue;
@@ -496,7 +565,7 @@ impl Geom {
                 let dcol = &mut s.col[..k * cols];
                 sgemm(dcol, wg.t(), g, false, threads)?;
                 for j in 0..nb {
-                    self.col2im(&dcol[j * p..], cols, grp, &mut gx[j * chw..][..chw]);
+                    self.col2im(&mut dcol[j * p..], cols, grp, &mut gx[j * chw..][..chw]);
                 }
             }
         }
@@ -539,6 +608,17 @@ impl Geom {
         let nb = self.block_images(threads);
         (nb, threads > 1 && self.n.div_ceil(nb) >= threads)
     }
+}
+
+/// A tap of a stride-1 "same" conv as one contiguous run ([`Geom::flat_tap`]): output indices
+/// `a..b` read input `a + shift..b + shift` (empty when the tap never touches the image); the
+/// `borders` ranges inside it (the last columns of one row and the first of the next) lie
+/// outside the image and must read as zero.
+struct FlatTap {
+    a: usize,
+    b: usize,
+    shift: isize,
+    borders: Option<Vec<std::ops::Range<usize>>>,
 }
 
 /// One thread's buffers (see [`Geom::scratch`]).
@@ -850,6 +930,17 @@ mod tests {
         check(&[8, 6, 2, 2], &[72, 6, 1, 1], 1, 0, 1, 1); // pointwise, wide
         check(&[6, 6, 5, 5], &[4, 3, 3, 3], 2, 1, 1, 2); // grouped
         check(&[5, 8, 3, 3], &[128, 4, 1, 1], 1, 0, 1, 2); // grouped pointwise, 64 per group
+    }
+
+    /// Stride-1 "same" convs copy each tap in one run ([`Geom::flat_tap`]), including taps that
+    /// miss the image entirely (1×1 and 1-pixel-high inputs, dilation) and wider padding.
+    #[test]
+    fn stride_one_same_convs_match_candle_conv2d() {
+        check(&[2, 3, 1, 1], &[4, 3, 3, 3], 1, 1, 1, 1);
+        check(&[2, 3, 1, 5], &[4, 3, 3, 3], 1, 1, 1, 1);
+        check(&[2, 3, 6, 5], &[4, 3, 5, 5], 1, 2, 1, 1);
+        check(&[2, 3, 7, 7], &[4, 3, 3, 3], 1, 2, 2, 1); // dilation 2, padding 2
+        check(&[2, 3, 4, 4], &[4, 3, 3, 3], 1, 4, 4, 1); // dilated taps beyond the image
     }
 
     #[test]
