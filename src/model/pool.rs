@@ -206,11 +206,22 @@ impl MaxPool2dOp {
             }
             let (ov, ai) = (&mut orow[lo..hi], &mut arow[lo..hi]);
             let mut first = true;
+            #[cfg(target_arch = "x86_64")]
+            let fast = (s == 1 || s == 2) && crate::ops::avx512::available();
             for y in rows {
                 for dx in 0..k {
                     // Input index of column `lo`'s window tap `dx` in row `y`.
                     let start = y * w + lo * s + dx - pl;
                     let taps = &x[start..start + (hi - lo - 1) * s + 1];
+                    #[cfg(target_arch = "x86_64")]
+                    if fast {
+                        // SAFETY: AVX-512F checked; stride 1 or 2; `taps` covers every output.
+                        unsafe {
+                            crate::ops::avx512::window_tap(ov, ai, taps, s, start as u32, first)
+                        };
+                        first = false;
+                        continue;
+                    }
                     window_tap(ov, ai, taps, s, start as u32, first);
                     first = false;
                 }
@@ -229,7 +240,7 @@ fn replaces(none_yet: bool, v: f32, best: f32) -> bool {
 crate::ops::simd::vectorised! {
     /// One window tap across a row of outputs: output `j` sees `taps[j·s]` (input index
     /// `start + j·s`) and keeps it if it is the first tap, larger, or NaN (PyTorch's rule).
-    fn window_tap(best: &mut [f32], idx: &mut [u32], taps: &[f32], s: usize, start: u32, first: bool) {
+    pub(crate) fn window_tap(best: &mut [f32], idx: &mut [u32], taps: &[f32], s: usize, start: u32, first: bool) {
         for (j, (b, i)) in best.iter_mut().zip(idx.iter_mut()).enumerate() {
             let v = taps[j * s];
             if replaces(first, v, *b) {

@@ -1,9 +1,12 @@
-//! Hand-written AVX-512 reductions for the BatchNorm / GroupNorm statistics and gradients.
+//! Hand-written AVX-512 kernels: the BatchNorm / GroupNorm statistics and gradients, and one
+//! max-pool window tap.
 //!
-//! LLVM does not vectorise these lane-split `f32` sums well (it keeps most lanes scalar), so
-//! on CPUs with AVX-512F they run here: 16 lanes per register, FMA, and a masked load for the
-//! tail. Callers check [`available`] and otherwise use the portable loops in
-//! [`super::norm_kernels`], which are also the reference of the tests below.
+//! LLVM does not vectorise these well (it keeps most lanes of the lane-split `f32` sums scalar,
+//! and runs a max-pool row of 15 outputs in its scalar remainder loop), so on CPUs with
+//! AVX-512F they run here: 16 lanes per register, FMA, and masked loads and stores for the
+//! tail. Callers check [`available`] and otherwise use the portable loops
+//! ([`super::norm_kernels`], `model::pool::window_tap`), which are also the reference of the
+//! tests.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -105,6 +108,77 @@ pub(crate) unsafe fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32)
     (lanes_f64(s), lanes_f64(sx))
 }
 
+/// One max-pool window tap across a row of outputs for stride `s` ∈ {1, 2}: output `j` sees
+/// `taps[j·s]` (input index `start + j·s`) and takes it, value and index, when `first`, when
+/// it is larger, or when it is NaN (PyTorch's rule; see `model::pool::window_tap`).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+///
+/// # Panics
+/// When `s` is not 1 or 2, or `taps` is shorter than `(n − 1)·s + 1` for `n` outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn window_tap(
+    best: &mut [f32],
+    idx: &mut [u32],
+    taps: &[f32],
+    s: usize,
+    start: u32,
+    first: bool,
+) {
+    let n = best.len().min(idx.len());
+    assert!(s == 1 || s == 2, "window_tap: stride {s}");
+    assert!(
+        n == 0 || taps.len() > (n - 1) * s,
+        "window_tap: taps too short"
+    );
+    let (pb, pi, pt, len) = (
+        best.as_mut_ptr(),
+        idx.as_mut_ptr(),
+        taps.as_ptr(),
+        taps.len(),
+    );
+    // Even lanes of two registers, for stride 2.
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let mut j = 0;
+    while j < n {
+        let m = if j + 16 <= n { !0 } else { tail_mask(n - j) };
+        // Input elements j·s .. (j + 16)·s, masked to the slice.
+        let at = j * s;
+        let load = |off: usize| {
+            let k = len.saturating_sub(at + off).min(16);
+            // SAFETY: the mask covers only the k < 16 (or all 16) elements inside `taps`.
+            unsafe {
+                _mm512_maskz_loadu_ps(if k == 16 { !0 } else { tail_mask(k) }, pt.add(at + off))
+            }
+        };
+        let v = if s == 1 {
+            load(0)
+        } else {
+            _mm512_permutex2var_ps(load(0), evens, load(16))
+        };
+        // SAFETY: masked load of the outputs j .. j + 16 below n.
+        let b = unsafe { _mm512_maskz_loadu_ps(m, pb.add(j)) };
+        let take = if first {
+            m
+        } else {
+            m & (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, b) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v))
+        };
+        let iv = _mm512_add_epi32(
+            _mm512_set1_epi32((start as usize + at) as i32),
+            _mm512_mullo_epi32(lane, _mm512_set1_epi32(s as i32)),
+        );
+        // SAFETY: masked stores to outputs below n.
+        unsafe {
+            _mm512_mask_storeu_ps(pb.add(j), take, v);
+            _mm512_mask_storeu_epi32(pi.add(j) as *mut i32, take, iv);
+        }
+        j += 16;
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::super::norm_kernels::{dot_sums_portable, sums_shifted_portable};
@@ -114,6 +188,40 @@ mod tests {
         (0..n)
             .map(|i| (((i + seed) * 7919 % 1009) as f32 - 504.0) / 97.0)
             .collect()
+    }
+
+    /// The max-pool tap against the portable loop, with ties and NaNs, both strides, every
+    /// tail length: same values and same indices.
+    #[test]
+    fn window_tap_matches_the_portable_loop() {
+        if !available() {
+            eprintln!("no AVX-512F here; nothing to compare");
+            return;
+        }
+        for s in [1usize, 2] {
+            for n in 0..40usize {
+                let taps: Vec<f32> = (0..(n.max(1) - 1) * s + 1)
+                    .map(|i| match i % 11 {
+                        3 => f32::NAN,
+                        7 => 0.5,
+                        _ => ((i * 37) % 13) as f32 / 13.0,
+                    })
+                    .collect();
+                for first in [true, false] {
+                    let init: Vec<f32> = (0..n).map(|i| ((i * 5) % 7) as f32 / 7.0).collect();
+                    let (mut b1, mut i1) = (init.clone(), vec![7u32; n]);
+                    let (mut b2, mut i2) = (init, vec![7u32; n]);
+                    // SAFETY: AVX-512F checked above.
+                    unsafe { window_tap(&mut b1, &mut i1, &taps, s, 100, first) };
+                    crate::model::pool::window_tap(&mut b2, &mut i2, &taps, s, 100, first);
+                    let same = b1.iter().zip(&b2).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same && i1 == i2,
+                        "s={s} n={n} first={first}: {b1:?} {i1:?} vs {b2:?} {i2:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 pub mod add_relu;
 pub mod alloc;
 pub mod attention;
-mod avx512;
+pub(crate) mod avx512;
 pub mod batch_norm;
 mod candle_patches;
 pub mod conv2d;
