@@ -601,6 +601,30 @@ impl Geom {
         Ok(())
     }
 
+    /// Runs `f(scratch, first image, block, threads)` over `out` (`n` images of `item` floats)
+    /// cut into blocks of images as [`Geom::schedule`] says: in parallel with `threads = 1`, or
+    /// in turn with all threads for each GEMM.
+    fn for_blocks(
+        &self,
+        out: &mut [f32],
+        item: usize,
+        f: impl Fn(&mut Scratch, usize, &mut [f32], usize) -> std::result::Result<(), String> + Sync,
+    ) -> std::result::Result<(), String> {
+        let threads = super::num_threads();
+        let (nb, parallel) = self.schedule(threads);
+        let size = (nb * item).max(1);
+        if parallel {
+            out.par_chunks_mut(size)
+                .enumerate()
+                .try_for_each_init(|| self.scratch(nb), |s, (b, o)| f(s, b * nb, o, 1))
+        } else {
+            let mut s = self.scratch(nb);
+            out.chunks_mut(size)
+                .enumerate()
+                .try_for_each(|(b, o)| f(&mut s, b * nb, o, threads))
+        }
+    }
+
     /// How to run the batch: `(nb, parallel)` — blocks of `nb` images, spread over the threads
     /// with one single-threaded GEMM each when there are at least as many blocks as threads,
     /// else in turn with multi-threaded GEMMs.
@@ -675,22 +699,10 @@ impl CustomOp2 for Conv2dOp {
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
         // Every group's GEMM writes its whole block (no accumulation).
         let mut out = super::alloc::overwritten_f32(g.n * op);
-        let threads = super::num_threads();
-        let (nb, parallel) = g.schedule(threads);
-        let run = |s: &mut Scratch, (b, o): (usize, &mut [f32]), threads| {
+        let res = g.for_blocks(&mut out, op, |s, i, o, threads| {
             let m = o.len() / op.max(1);
-            g.forward_block(&x[b * nb * chw..][..m * chw], wt, o, m, s, threads)
-        };
-        let res = if parallel {
-            out.par_chunks_mut((nb * op).max(1))
-                .enumerate()
-                .try_for_each_init(|| g.scratch(nb), |s, bo| run(s, bo, 1))
-        } else {
-            let mut s = g.scratch(nb);
-            out.chunks_mut((nb * op).max(1))
-                .enumerate()
-                .try_for_each(|bo| run(&mut s, bo, threads))
-        };
+            g.forward_block(&x[i * chw..][..m * chw], wt, o, m, s, threads)
+        });
         res.map_err(candle_core::Error::Msg)?;
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
@@ -763,22 +775,10 @@ impl CustomOp2 for Conv2dGradInput {
         let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
         let mut gx = vec![0f32; g.n * chw];
-        let threads = super::num_threads();
-        let (nb, parallel) = g.schedule(threads);
-        let run = |s: &mut Scratch, (b, d): (usize, &mut [f32]), threads| {
+        let res = g.for_blocks(&mut gx, chw, |s, i, d, threads| {
             let m = d.len() / chw.max(1);
-            g.grad_input_block(&gout[b * nb * op..][..m * op], wt, d, m, s, threads)
-        };
-        let res = if parallel {
-            gx.par_chunks_mut((nb * chw).max(1))
-                .enumerate()
-                .try_for_each_init(|| g.scratch(nb), |s, bd| run(s, bd, 1))
-        } else {
-            let mut s = g.scratch(nb);
-            gx.chunks_mut((nb * chw).max(1))
-                .enumerate()
-                .try_for_each(|bd| run(&mut s, bd, threads))
-        };
+            g.grad_input_block(&gout[i * op..][..m * op], wt, d, m, s, threads)
+        });
         res.map_err(candle_core::Error::Msg)?;
         Ok((CpuStorage::F32(gx), Shape::from(self.x_dims.to_vec())))
     }
