@@ -288,8 +288,8 @@ impl Geom {
 
     /// A thread's buffers for blocks of `nb` images: the im2col matrix `[K, nb·P]` (for a
     /// pointwise conv: the gathered input or input gradient, `[Cin_g, nb·P]`; none when
-    /// `nb = 1`), and, when `nb > 1`, `[Cout_g, nb·P]` for the GEMM's output or the gathered
-    /// output gradient.
+    /// `nb = 1`), when `nb > 1` `[Cout_g, nb·P]` for the GEMM's output or the gathered output
+    /// gradient, and the [`Geom::flat_tap`] table.
     fn scratch(&self, nb: usize) -> Scratch {
         let cols = nb * self.p();
         let col = match (self.pointwise, nb) {
@@ -301,6 +301,9 @@ impl Geom {
         Scratch {
             col: super::alloc::overwritten_f32(col),
             mat: super::alloc::overwritten_f32(mat),
+            taps: (0..self.kh * self.kw)
+                .map(|t| self.flat_tap(t / self.kw, t % self.kw))
+                .collect(),
         }
     }
 
@@ -346,12 +349,10 @@ impl Geom {
         })
     }
 
-    /// Fills `col[K, P]` (row stride `ld`) for group `grp` of one image `x[Cin, H, W]`.
-    fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize) {
+    /// Fills `col[K, P]` (row stride `ld`) for group `grp` of one image `x[Cin, H, W]`;
+    /// `flat` holds [`Geom::flat_tap`] of every tap (row-major `kh x kw`).
+    fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize, flat: &[Option<FlatTap>]) {
         let (p, hw) = (self.p(), self.h * self.w);
-        let flat: Vec<Option<FlatTap>> = (0..self.kh * self.kw)
-            .map(|t| self.flat_tap(t / self.kw, t % self.kw))
-            .collect();
         for c in 0..self.cin_g {
             let xc = &x[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
@@ -403,11 +404,15 @@ impl Geom {
     /// Adds `col[K, P]` (row stride `ld`) back into group `grp` of one image gradient
     /// `gx[Cin, H, W]`.
     /// `col` is scratch: entries that map outside the image may be overwritten.
-    fn col2im(&self, col: &mut [f32], ld: usize, grp: usize, gx: &mut [f32]) {
+    fn col2im(
+        &self,
+        col: &mut [f32],
+        ld: usize,
+        grp: usize,
+        gx: &mut [f32],
+        flat: &[Option<FlatTap>],
+    ) {
         let hw = self.h * self.w;
-        let flat: Vec<Option<FlatTap>> = (0..self.kh * self.kw)
-            .map(|t| self.flat_tap(t / self.kw, t % self.kw))
-            .collect();
         for c in 0..self.cin_g {
             let gc = &mut gx[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
@@ -459,8 +464,15 @@ impl Geom {
 
     /// The column matrix `[K, nb·P]` of group `grp` for the `nb` images in `x` (image `j` in
     /// columns `j·P..(j+1)·P`): the image itself for a pointwise conv of one image, else
-    /// gathered or im2col'd into `buf`.
-    fn col<'a>(&self, x: &'a [f32], nb: usize, grp: usize, buf: &'a mut [f32]) -> MatRef<'a> {
+    /// gathered or im2col'd into `buf` (`flat`: see [`Geom::im2col`]).
+    fn col<'a>(
+        &self,
+        x: &'a [f32],
+        nb: usize,
+        grp: usize,
+        buf: &'a mut [f32],
+        flat: &[Option<FlatTap>],
+    ) -> MatRef<'a> {
         let (p, chw) = (self.p(), self.cin * self.h * self.w);
         let cols = nb * p;
         if self.pointwise && nb == 1 {
@@ -471,7 +483,7 @@ impl Geom {
             return MatRef::row_major(&buf[..self.cin_g * cols], self.cin_g, cols);
         }
         for j in 0..nb {
-            self.im2col(&x[j * chw..][..chw], grp, &mut buf[j * p..], cols);
+            self.im2col(&x[j * chw..][..chw], grp, &mut buf[j * p..], cols, flat);
         }
         MatRef::row_major(&buf[..self.k() * cols], self.k(), cols)
     }
@@ -505,7 +517,7 @@ impl Geom {
                 self.cout_g,
                 k,
             );
-            let col = self.col(x, nb, grp, &mut s.col);
+            let col = self.col(x, nb, grp, &mut s.col, &s.taps);
             let dst = if nb == 1 {
                 &mut out[grp * self.cout_g * p..][..self.cout_g * p]
             } else {
@@ -565,7 +577,8 @@ impl Geom {
                 let dcol = &mut s.col[..k * cols];
                 sgemm(dcol, wg.t(), g, false, threads)?;
                 for j in 0..nb {
-                    self.col2im(&mut dcol[j * p..], cols, grp, &mut gx[j * chw..][..chw]);
+                    let gxj = &mut gx[j * chw..][..chw];
+                    self.col2im(&mut dcol[j * p..], cols, grp, gxj, &s.taps);
                 }
             }
         }
@@ -586,10 +599,14 @@ impl Geom {
         threads: usize,
     ) -> std::result::Result<(), String> {
         let k = self.k();
-        let Scratch { col: cbuf, mat } = s;
+        let Scratch {
+            col: cbuf,
+            mat,
+            taps,
+        } = s;
         for grp in 0..self.groups {
             let g = self.gout(gout, nb, grp, mat);
-            let col = self.col(x, nb, grp, cbuf);
+            let col = self.col(x, nb, grp, cbuf, taps);
             let dst = &mut gw[grp * self.cout_g * k..][..self.cout_g * k];
             if self.cout_g < NARROW_COUT {
                 // As in the forward: `dWᵀ = col goutᵀ` (K rows), written through the strides.
@@ -649,6 +666,8 @@ struct FlatTap {
 struct Scratch {
     col: Vec<f32>,
     mat: Vec<f32>,
+    /// [`Geom::flat_tap`] of every tap, worked out once per op call rather than per image.
+    taps: Vec<Option<FlatTap>>,
 }
 
 /// Copies rows `r0..r0 + rows` (each `p` long) of `nb` consecutive items of `item` floats in
