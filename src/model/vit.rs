@@ -101,26 +101,19 @@ impl Attention {
             let bias = bias.map(|b| b.narrow(0, from, len)).transpose()?;
             linear(t, &w.narrow(0, from, len)?, bias.as_ref())
         };
-        // [B, 1, D] -> [B, heads, 1, hd], scaled as in the full attention.
-        let q = (part(&x.narrow(1, 0, 1)?, 0, d)?
+        // [B, 1, D] -> q: [B, heads, 1, hd]; [B, T, 2D] -> k, v: [B, heads, T, hd].
+        let q = part(&x.narrow(1, 0, 1)?, 0, d)?
             .reshape((b, 1, self.heads, hd))?
             .transpose(1, 2)?
-            .contiguous()?
-            * (hd as f64).powf(-0.5))?;
-        // [B, T, 2D] -> k, v: [B, heads, T, hd].
-        let kv = part(x, d, 2 * d)?.reshape((b, t, 2, self.heads, hd))?;
-        let k = kv
-            .narrow(2, 0, 1)?
-            .squeeze(2)?
-            .transpose(1, 2)?
             .contiguous()?;
-        let v = kv
-            .narrow(2, 1, 1)?
-            .squeeze(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let p = crate::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let y = p.matmul(&v)?.transpose(1, 2)?.reshape((b, 1, d))?;
+        let kv = part(x, d, 2 * d)?
+            .reshape((b, t, 2, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let y = crate::ops::attention::attend(
+            &q,
+            &kv.get(0)?.contiguous()?,
+            &kv.get(1)?.contiguous()?,
+        )?;
         self.proj.forward(&y)
     }
 }

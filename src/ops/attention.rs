@@ -48,12 +48,26 @@ fn composed(qkv: &Tensor, b: usize, t: usize, d: usize, heads: usize) -> Result<
     let qkv = qkv
         .reshape((b, t, 3, heads, hd))?
         .permute((2, 0, 3, 1, 4))?;
-    let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
-    let k = qkv.get(1)?.contiguous()?;
-    let v = qkv.get(2)?.contiguous()?;
+    attend(
+        &qkv.get(0)?.contiguous()?,
+        &qkv.get(1)?.contiguous()?,
+        &qkv.get(2)?.contiguous()?,
+    )
+}
+
+/// `softmax(q kᵀ / √hd) v` per image and head in tensor ops, heads concatenated.
+///
+/// # Shapes
+/// `q`: `[B, heads, Tq, hd]`, `k`, `v`: `[B, heads, T, hd]` (contiguous) → `[B, Tq, heads·hd]`
+pub(crate) fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, heads, tq, hd) = q.dims4()?;
+    let q = (q * (hd as f64).powf(-0.5))?;
     let attn = q.matmul(&k.t()?.contiguous()?)?;
     let attn = super::softmax_last_dim(&attn)?;
-    Ok(attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?)
+    Ok(attn
+        .matmul(v)?
+        .transpose(1, 2)?
+        .reshape((b, tq, heads * hd))?)
 }
 
 struct Attention {
