@@ -369,7 +369,7 @@ impl Geom {
                             dst[t.a..t.b].copy_from_slice(&xc[s0..s0 + (t.b - t.a)]);
                         }
                         for r in t.borders.iter().flatten() {
-                            dst[r.clone()].fill(0.0);
+                            zero_short(&mut dst[r.clone()]);
                         }
                         continue;
                     }
@@ -383,8 +383,8 @@ impl Geom {
                             continue;
                         }
                         let xr = &xc[iy as usize * self.w..(iy as usize + 1) * self.w];
-                        d[..lo].fill(0.0);
-                        d[hi..].fill(0.0);
+                        zero_short(&mut d[..lo]);
+                        zero_short(&mut d[hi..]);
                         let ix0 = ix0 as usize;
                         if self.sw == 1 {
                             d[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]);
@@ -423,7 +423,7 @@ impl Geom {
                         // Zero the entries that fall outside the image, then one contiguous
                         // add for all rows (adding those zeros changes nothing).
                         for r in t.borders.iter().flatten() {
-                            src[r.clone()].fill(0.0);
+                            zero_short(&mut src[r.clone()]);
                         }
                         if t.a < t.b {
                             let g0 = (t.a as isize + t.shift) as usize;
@@ -668,6 +668,21 @@ struct Scratch {
     mat: Vec<f32>,
     /// [`Geom::flat_tap`] of every tap, worked out once per op call rather than per image.
     taps: Vec<Option<FlatTap>>,
+}
+
+/// Zeroes `s`, which is mostly one or two floats long (the border pixels of a row): direct
+/// stores rather than a `memset` call for each.
+#[inline(always)]
+fn zero_short(s: &mut [f32]) {
+    match s {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => {
+            *a = 0.0;
+            *b = 0.0;
+        }
+        _ => s.fill(0.0),
+    }
 }
 
 /// Copies rows `r0..r0 + rows` (each `p` long) of `nb` consecutive items of `item` floats in
