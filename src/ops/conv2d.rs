@@ -13,6 +13,10 @@
 //! with `K = Cin/groups · kh · kw` and `P = Hout · Wout`. A 1x1 stride-1 unpadded convolution
 //! uses the image itself as `col` (no copy). Padding may differ per side (timm's "SAME").
 //!
+//! 3×3 stride-1 "same" convolutions at least 32 channels wide and 8 pixels high and wide run
+//! their forward and input gradient as Winograd F(2×2, 3×3) instead ([`super::winograd`]): 16
+//! multiply-adds per 2×2 output tile and channel pair instead of 36.
+//!
 //! Every other device or dtype falls back to candle's `Tensor::conv2d` (padding first when it is
 //! asymmetric), so CUDA keeps working through candle's kernels.
 
@@ -29,6 +33,14 @@ const NARROW_COUT: usize = 64;
 /// Output pixels one GEMM should span: layers with fewer per image (the late stages: 7², 4², 2²)
 /// put several images side by side in one GEMM (see [`Geom::block_images`]).
 const BLOCK_COLS: usize = 256;
+/// Channels (in and out) from which a 3×3 stride-1 "same" conv runs its forward and input
+/// gradient as Winograd F(2×2, 3×3) ([`super::winograd`]); narrower ones stay on im2col, where
+/// the tile transforms would cost more than the multiplications they save.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Image side from which Winograd pays: at ResNet-50's 7² the 2×2 tiles cover 8² (and the
+/// transformed weights, 16/9 of the kernels, are as large as the activations), so im2col was
+/// as fast there.
+const WINOGRAD_MIN_SIZE: usize = 8;
 /// Cap on the floats of one thread's im2col buffer when images are put side by side.
 const MAX_BLOCK_FLOATS: usize = 1 << 22;
 
@@ -263,6 +275,31 @@ impl Geom {
             cin_g,
             cout_g: cout / p.groups,
             pointwise,
+        })
+    }
+
+    /// A 3×3 stride-1 conv with one pixel of padding on every side, ungrouped, at least
+    /// [`WINOGRAD_MIN_CHANNELS`] wide and [`WINOGRAD_MIN_SIZE`] high and wide: its forward and
+    /// input gradient run as Winograd F(2×2, 3×3).
+    fn winograd(&self) -> Option<super::winograd::Shape> {
+        let fits = self.kh == 3
+            && self.kw == 3
+            && self.sh == 1
+            && self.sw == 1
+            && self.dh == 1
+            && self.dw == 1
+            && self.pt == 1
+            && self.pl == 1
+            && self.oh == self.h
+            && self.ow == self.w
+            && self.groups == 1
+            && self.cin.min(self.cout) >= WINOGRAD_MIN_CHANNELS
+            && self.h.min(self.w) >= WINOGRAD_MIN_SIZE;
+        fits.then_some(super::winograd::Shape {
+            c: self.cin,
+            k: self.cout,
+            h: self.h,
+            w: self.w,
         })
     }
 
@@ -736,12 +773,18 @@ impl CustomOp2 for Conv2dOp {
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
         // Every group's GEMM writes its whole block (no accumulation).
         let mut out = super::alloc::overwritten_f32(g.n * op);
+        let shape = Shape::from((g.n, g.cout, g.oh, g.ow));
+        if let Some(s) = g.winograd() {
+            let u = super::winograd::weight_transform(wt, g.cout, g.cin, false);
+            super::winograd::conv(x, &u, g.n, s, &mut out).map_err(candle_core::Error::Msg)?;
+            return Ok((CpuStorage::F32(out), shape));
+        }
         let res = g.for_blocks(&mut out, op, |s, i, o, threads| {
             let m = o.len() / op.max(1);
             g.forward_block(&x[i * chw..][..m * chw], wt, o, m, s, threads)
         });
         res.map_err(candle_core::Error::Msg)?;
-        Ok((CpuStorage::F32(out), Shape::from((g.n, g.cout, g.oh, g.ow))))
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -811,6 +854,18 @@ impl CustomOp2 for Conv2dGradInput {
         let wt = storage_f32(s1, l1, "conv2d weight")?;
         let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
+        if let Some(s) = g.winograd() {
+            // The same conv from the output gradient back: kernels rotated, channels swapped.
+            let u = super::winograd::weight_transform(wt, g.cout, g.cin, true);
+            let mut gx = super::alloc::overwritten_f32(g.n * chw);
+            let back = super::winograd::Shape {
+                c: s.k,
+                k: s.c,
+                ..s
+            };
+            super::winograd::conv(gout, &u, g.n, back, &mut gx).map_err(candle_core::Error::Msg)?;
+            return Ok((CpuStorage::F32(gx), Shape::from(self.x_dims.to_vec())));
+        }
         let mut gx = vec![0f32; g.n * chw];
         let res = g.for_blocks(&mut gx, chw, |s, i, d, threads| {
             let m = d.len() / chw.max(1);
@@ -950,6 +1005,17 @@ mod tests {
                                                            // and K = 2 < 20 (untransposed, narrow).
         check(&[2, 8, 6, 6], &[64, 8, 3, 3], 1, 1, 1, 1);
         check(&[3, 2, 6, 5], &[20, 2, 1, 1], 1, 0, 1, 1);
+        // Winograd F(2x2, 3x3): odd and even sizes, a batch of one, blocks of images.
+        for (x, w) in [
+            ([3, 32, 9, 8], [40, 32, 3, 3]),
+            ([1, 48, 8, 11], [32, 48, 3, 3]),
+        ] {
+            assert!(Geom::new(&x, &w, &Conv2dParams::new(1, 1, 1, 1))
+                .unwrap()
+                .winograd()
+                .is_some());
+            check(&x, &w, 1, 1, 1, 1);
+        }
     }
 
     /// Small outputs put several images side by side in one GEMM ([`Geom::block_images`]):

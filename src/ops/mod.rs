@@ -24,6 +24,7 @@ pub(crate) mod simd;
 pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub(crate) mod winograd;
 
 pub use add_relu::add_relu;
 pub use alloc::tune_allocator;
