@@ -204,7 +204,7 @@ vectorised! {
         q.fill(0.0);
         for y in 0..s.h {
             // Padded row y + 1: a = (y + 1) % 2, plane row (y + 1) / 2.
-            let (a, i) = ((y + 1) % 2, (y + 1) / 2);
+            let (a, i) = ((y + 1) % 2, y.div_ceil(2));
             let row = &img[y * w..][..w];
             let (q0, q1) = q.split_at_mut(2 * ph);
             let (qa0, qa1) = if a == 0 { q0.split_at_mut(ph) } else { q1.split_at_mut(ph) };
