@@ -13,9 +13,9 @@
 //! with `K = Cin/groups · kh · kw` and `P = Hout · Wout`. A 1x1 stride-1 unpadded convolution
 //! uses the image itself as `col` (no copy). Padding may differ per side (timm's "SAME").
 //!
-//! 3×3 stride-1 "same" convolutions at least 32 channels wide and 8 pixels high and wide run
-//! their forward and input gradient as Winograd F(2×2, 3×3) instead ([`super::winograd`]): 16
-//! multiply-adds per 2×2 output tile and channel pair instead of 36.
+//! 3×3 stride-1 "same" convolutions at least 64 channels wide and 8 pixels high and wide run
+//! all three passes as Winograd F(2×2, 3×3) instead ([`super::winograd`]): 16 multiply-adds
+//! per 2×2 output tile and channel pair instead of 36.
 //!
 //! Every other device or dtype falls back to candle's `Tensor::conv2d` (padding first when it is
 //! asymmetric), so CUDA keeps working through candle's kernels.
@@ -33,10 +33,11 @@ const NARROW_COUT: usize = 64;
 /// Output pixels one GEMM should span: layers with fewer per image (the late stages: 7², 4², 2²)
 /// put several images side by side in one GEMM (see [`Geom::block_images`]).
 const BLOCK_COLS: usize = 256;
-/// Channels (in and out) from which a 3×3 stride-1 "same" conv runs its forward and input
-/// gradient as Winograd F(2×2, 3×3) ([`super::winograd`]); narrower ones stay on im2col, where
-/// the tile transforms would cost more than the multiplications they save.
-const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Channels (in and out) from which a 3×3 stride-1 "same" conv runs its forward and
+/// gradients as Winograd F(2×2, 3×3) ([`super::winograd`]); narrower ones stay on im2col, where
+/// the tile transforms cost more of what the multiplications save (64: ResNet-50's narrowest,
+/// where it was measured to pay; the tiny presets' 48-channel 8² conv stays on im2col).
+const WINOGRAD_MIN_CHANNELS: usize = 64;
 /// Image side from which Winograd pays: at ResNet-50's 7² the 2×2 tiles cover 8² (and the
 /// transformed weights, 16/9 of the kernels, are as large as the activations), so im2col was
 /// as fast there.
@@ -280,7 +281,7 @@ impl Geom {
 
     /// A 3×3 stride-1 conv with one pixel of padding on every side, ungrouped, at least
     /// [`WINOGRAD_MIN_CHANNELS`] wide and [`WINOGRAD_MIN_SIZE`] high and wide: its forward and
-    /// input gradient run as Winograd F(2×2, 3×3).
+    /// both gradients run as Winograd F(2×2, 3×3).
     fn winograd(&self) -> Option<super::winograd::Shape> {
         let fits = self.kh == 3
             && self.kw == 3
@@ -903,6 +904,11 @@ impl CustomOp2 for Conv2dGradWeight {
         }
         let x = storage_f32(s1, l1, "conv2d input")?;
         let gout = storage_f32(s2, l2, "conv2d output gradient")?;
+        if let Some(s) = g.winograd() {
+            let gw =
+                super::winograd::grad_weight(x, gout, g.n, s).map_err(candle_core::Error::Msg)?;
+            return Ok((CpuStorage::F32(gw), Shape::from(self.w_dims.to_vec())));
+        }
         let (chw, op, wlen) = (g.cin * g.h * g.w, g.cout * g.p(), g.cout * g.k());
         let threads = super::num_threads();
         let (nb, parallel) = g.schedule(threads);
@@ -1007,8 +1013,8 @@ mod tests {
         check(&[3, 2, 6, 5], &[20, 2, 1, 1], 1, 0, 1, 1);
         // Winograd F(2x2, 3x3): odd and even sizes, a batch of one, blocks of images.
         for (x, w) in [
-            ([3, 32, 9, 8], [40, 32, 3, 3]),
-            ([1, 48, 8, 11], [32, 48, 3, 3]),
+            ([3, 64, 9, 8], [72, 64, 3, 3]),
+            ([1, 80, 8, 11], [64, 80, 3, 3]),
         ] {
             assert!(Geom::new(&x, &w, &Conv2dParams::new(1, 1, 1, 1))
                 .unwrap()

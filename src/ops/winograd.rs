@@ -13,7 +13,9 @@
 //! `Aᵀ = [1 1 1 0; 0 1 −1 −1]`: every coefficient is 0, ±1 or ±½, so the result differs from
 //! the direct sum by rounding only. The input gradient of such a convolution is again one (the
 //! kernel rotated by 180°, input and output channels swapped: [`weight_transform`] with `flip`),
-//! so both passes run here; the weight gradient stays on im2col.
+//! so both passes share [`conv`]. The weight gradient is the adjoint: per tile
+//! `dU[ξ] = Σ (A dy Aᵀ)[ξ] V[ξ]`, 16 GEMMs over the tiles, then `dw = Gᵀ dU G`
+//! ([`grad_weight`]).
 //!
 //! Images are laid side by side in the GEMMs when they have few tiles, as in conv2d.
 
@@ -188,6 +190,101 @@ fn conv_block(
     Ok(())
 }
 
+/// Weight gradient `dw[K, C, 3, 3]` of the conv of `x[N, C, H, W]` whose output gradient is
+/// `dy[N, K, H, W]`: per tile, `dU[ξ] = Σ (A dy Aᵀ)[ξ] (Bᵀ d B)[ξ]` (16 GEMMs `[K, T] @ [T, C]`
+/// over the tiles), then `dw = Gᵀ dU G`, the adjoint of the weight transform. One partial sum
+/// per thread over a contiguous run of blocks.
+pub(crate) fn grad_weight(x: &[f32], dy: &[f32], n: usize, s: Shape) -> Result<Vec<f32>, String> {
+    let threads = super::num_threads();
+    let (chw, khw, kc) = (s.c * s.h * s.w, s.k * s.h * s.w, s.k * s.c);
+    let nb = BLOCK_TILES
+        .div_ceil(s.cols().max(1))
+        .min(n.div_ceil(threads.max(1)))
+        .max(1);
+    // Images lo..hi in blocks of nb into du[16][K, C] (written by the first block).
+    let run = |du: &mut [f32], lo: usize, hi: usize, threads: usize| {
+        let mut sc = Scratch::new(&s, nb);
+        for (i, b) in (lo..hi).step_by(nb).enumerate() {
+            let m = nb.min(hi - b);
+            let (xb, gb) = (&x[b * chw..][..m * chw], &dy[b * khw..][..m * khw]);
+            grad_weight_block(xb, gb, m, &s, du, &mut sc, i > 0, threads)?;
+        }
+        Ok::<_, String>(())
+    };
+    let du = if threads > 1 && n.div_ceil(nb) >= threads {
+        let per = n.div_ceil(nb).div_ceil(threads) * nb;
+        let parts = (0..n.div_ceil(per))
+            .into_par_iter()
+            .map(|t| {
+                let mut du = super::alloc::overwritten_f32(16 * kc);
+                run(&mut du, t * per, ((t + 1) * per).min(n), 1)?;
+                Ok(du)
+            })
+            .collect::<Result<Vec<Vec<f32>>, String>>()?;
+        let mut it = parts.into_iter();
+        let mut du = it.next().unwrap_or_else(|| vec![0f32; 16 * kc]);
+        for part in it {
+            for (a, b) in du.iter_mut().zip(&part) {
+                *a += b;
+            }
+        }
+        du
+    } else {
+        let mut du = vec![0f32; 16 * kc];
+        run(&mut du, 0, n, threads)?;
+        du
+    };
+    // dw = Gᵀ dU G with Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
+    let mut dw = super::alloc::overwritten_f32(kc * 9);
+    dw.par_chunks_mut(9).enumerate().for_each(|(p, g)| {
+        let d = |r: usize, q: usize| du[(r * 4 + q) * kc + p];
+        let gt = |q: usize| {
+            let (a, b, c, e) = (d(0, q), d(1, q), d(2, q), d(3, q));
+            [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + e]
+        };
+        let (c0, c1, c2, c3) = (gt(0), gt(1), gt(2), gt(3));
+        for i in 0..3 {
+            let (a, b, c, e) = (c0[i], c1[i], c2[i], c3[i]);
+            g[i * 3] = a + 0.5 * (b + c);
+            g[i * 3 + 1] = 0.5 * (b - c);
+            g[i * 3 + 2] = 0.5 * (b + c) + e;
+        }
+    });
+    Ok(dw)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grad_weight_block(
+    x: &[f32],
+    dy: &[f32],
+    nb: usize,
+    s: &Shape,
+    du: &mut [f32],
+    sc: &mut Scratch,
+    accumulate: bool,
+    threads: usize,
+) -> Result<(), String> {
+    let (per, hw, kc) = (s.cols(), s.h * s.w, s.k * s.c);
+    let cols = nb * per;
+    let (v, m) = (&mut sc.v[..16 * s.c * cols], &mut sc.m[..16 * s.k * cols]);
+    for b in 0..nb {
+        for ch in 0..s.c {
+            let img = &x[(b * s.c + ch) * hw..][..hw];
+            input_transform(img, s, &mut sc.work, v, s.c * cols, ch * cols + b * per);
+        }
+        for kk in 0..s.k {
+            let g = &dy[(b * s.k + kk) * hw..][..hw];
+            grad_output_transform(g, s, &mut sc.work, m, s.k * cols, kk * cols + b * per);
+        }
+    }
+    for xi in 0..16 {
+        let gm = MatRef::row_major(&m[xi * s.k * cols..][..s.k * cols], s.k, cols);
+        let vm = MatRef::row_major(&v[xi * s.c * cols..][..s.c * cols], s.c, cols);
+        sgemm(&mut du[xi * kc..][..kc], gm, vm.t(), accumulate, threads)?;
+    }
+    Ok(())
+}
+
 vectorised! {
     /// Input transform of one channel `img[h, w]`: `Bᵀ d B` of every tile to
     /// `v[ξ·plane + at ..][..cols]` for the 16 ξ.
@@ -291,6 +388,62 @@ vectorised! {
             }
         }
     }
+
+    /// The adjoint of [`output_transform`] for one output channel's gradient `dy[h, w]`:
+    /// `A dy Aᵀ` (4×4) of every tile's 2×2 `dy` (zero outside the image and in the spare
+    /// columns) to `m[ξ·plane + at ..][..cols]`, with `A` = [1 0; 1 1; 1 −1; 0 −1].
+    fn grad_output_transform(dy: &[f32], s: &Shape, work: &mut [f32], m: &mut [f32], plane: usize, at: usize) {
+        let (w, tw, len) = (s.w, s.tw(), s.cols());
+        let rw = tw + 1;
+        // Polyphase planes D_ab[i][j] = dy[2i + a][2j + b] (rows of tw + 1, zero-padded).
+        let (d, z) = work.split_at_mut(4 * len);
+        d.fill(0.0);
+        for y in 0..s.h {
+            let (a, i) = (y % 2, y / 2);
+            let row = &dy[y * w..][..w];
+            let (d0, d1) = d[a * 2 * len..][..2 * len].split_at_mut(len);
+            for ((e, o), pair) in d0[i * rw..][..tw]
+                .iter_mut()
+                .zip(d1[i * rw..][..tw].iter_mut())
+                .zip(row.chunks(2))
+            {
+                *e = pair[0];
+                if let [_, v] = pair {
+                    *o = *v;
+                }
+            }
+        }
+        // Down the columns (rows of A times the tile's two rows), per column phase b:
+        // z0 = d0, z1 = d0 + d1, z2 = d0 − d1, z3 = −d1.
+        for b in 0..2 {
+            let (d0, d1) = (&d[b * len..][..len], &d[(2 + b) * len..][..len]);
+            let (z0, rest) = z[b * 4 * len..].split_at_mut(len);
+            let (z1, rest) = rest.split_at_mut(len);
+            let (z2, rest) = rest.split_at_mut(len);
+            let z3 = &mut rest[..len];
+            for j in 0..len {
+                z0[j] = d0[j];
+                z1[j] = d0[j] + d1[j];
+                z2[j] = d0[j] - d1[j];
+                z3[j] = -d1[j];
+            }
+        }
+        // Along the rows: entry (r, q) from z_r of the two column phases the same way.
+        for r in 0..4 {
+            let (e, o) = (&z[r * len..][..len], &z[(4 + r) * len..][..len]);
+            let base = r * 4 * plane + at;
+            let (m0, tail) = m[base..].split_at_mut(plane);
+            let (m1, tail) = tail.split_at_mut(plane);
+            let (m2, m3) = tail.split_at_mut(plane);
+            let (m0, m1, m2, m3) = (&mut m0[..len], &mut m1[..len], &mut m2[..len], &mut m3[..len]);
+            for j in 0..len {
+                m0[j] = e[j];
+                m1[j] = e[j] + o[j];
+                m2[j] = e[j] - o[j];
+                m3[j] = -o[j];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +529,35 @@ mod tests {
                 weight_transform(&wt, k, c, true),
                 weight_transform(&wf, c, k, false)
             );
+            // Weight gradient against Σ dy · x over images and pixels.
+            let dy = rand(n * k * h * w, 3);
+            let dw = grad_weight(&x, &dy, n, s).unwrap();
+            for o in 0..k {
+                for ci in 0..c {
+                    for t in 0..9 {
+                        let (di, dj) = ((t / 3) as isize - 1, (t % 3) as isize - 1);
+                        let mut want = 0f64;
+                        for b in 0..n {
+                            for y in 0..h as isize {
+                                for xx in 0..w as isize {
+                                    let (iy, ix) = (y + di, xx + dj);
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let g = dy[((b * k + o) * h + y as usize) * w + xx as usize];
+                                    let v = x[((b * c + ci) * h + iy as usize) * w + ix as usize];
+                                    want += g as f64 * v as f64;
+                                }
+                            }
+                        }
+                        let got = dw[(o * c + ci) * 9 + t] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "dw {n}x{c}x{h}x{w}->{k} {o} {ci} {t}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
