@@ -94,6 +94,14 @@ impl Shape {
     fn cols(&self) -> usize {
         self.th() * (self.tw() + 1)
     }
+    /// Images per GEMM: enough for about [`BLOCK_TILES`] columns, at most one thread's share of
+    /// the `n` images.
+    fn block_images(&self, n: usize, threads: usize) -> usize {
+        BLOCK_TILES
+            .div_ceil(self.cols().max(1))
+            .min(n.div_ceil(threads.max(1)))
+            .max(1)
+    }
     /// Floats of one polyphase plane: `(th + 1) · (tw + 1)` plus one for the last shift.
     fn phase(&self) -> usize {
         (self.th() + 1) * (self.tw() + 1) + 1
@@ -132,10 +140,7 @@ pub(crate) fn conv(
 ) -> Result<(), String> {
     let threads = super::num_threads();
     let (chw, khw) = (s.c * s.h * s.w, s.k * s.h * s.w);
-    let nb = BLOCK_TILES
-        .div_ceil(s.cols().max(1))
-        .min(n.div_ceil(threads.max(1)))
-        .max(1);
+    let nb = s.block_images(n, threads);
     let block = |sc: &mut Scratch, b: usize, o: &mut [f32], threads: usize| {
         let m = o.len() / khw.max(1);
         conv_block(&x[b * nb * chw..][..m * chw], u, m, &s, o, sc, threads)
@@ -152,6 +157,18 @@ pub(crate) fn conv(
     }
 }
 
+/// `V[16][C, nb·cols]` of the `nb` images `x[nb, C, H, W]` ([`input_transform`]).
+fn transform_inputs(x: &[f32], nb: usize, s: &Shape, work: &mut [f32], v: &mut [f32]) {
+    let (per, hw) = (s.cols(), s.h * s.w);
+    let cols = nb * per;
+    for b in 0..nb {
+        for ch in 0..s.c {
+            let img = &x[(b * s.c + ch) * hw..][..hw];
+            input_transform(img, s, work, v, s.c * cols, ch * cols + b * per);
+        }
+    }
+}
+
 fn conv_block(
     x: &[f32],
     u: &[f32],
@@ -164,12 +181,7 @@ fn conv_block(
     let (per, hw) = (s.cols(), s.h * s.w);
     let cols = nb * per;
     let (v, m) = (&mut sc.v[..16 * s.c * cols], &mut sc.m[..16 * s.k * cols]);
-    for b in 0..nb {
-        for ch in 0..s.c {
-            let img = &x[(b * s.c + ch) * hw..][..hw];
-            input_transform(img, s, &mut sc.work, v, s.c * cols, ch * cols + b * per);
-        }
-    }
+    transform_inputs(x, nb, s, &mut sc.work, v);
     for xi in 0..16 {
         let um = plane(u, xi, s.k, s.c);
         let vm = MatRef::row_major(&v[xi * s.c * cols..][..s.c * cols], s.c, cols);
@@ -197,10 +209,7 @@ fn conv_block(
 pub(crate) fn grad_weight(x: &[f32], dy: &[f32], n: usize, s: Shape) -> Result<Vec<f32>, String> {
     let threads = super::num_threads();
     let (chw, khw, kc) = (s.c * s.h * s.w, s.k * s.h * s.w, s.k * s.c);
-    let nb = BLOCK_TILES
-        .div_ceil(s.cols().max(1))
-        .min(n.div_ceil(threads.max(1)))
-        .max(1);
+    let nb = s.block_images(n, threads);
     // Images lo..hi in blocks of nb into du[16][K, C] (written by the first block).
     let run = |du: &mut [f32], lo: usize, hi: usize, threads: usize| {
         let mut sc = Scratch::new(&s, nb);
@@ -267,11 +276,8 @@ fn grad_weight_block(
     let (per, hw, kc) = (s.cols(), s.h * s.w, s.k * s.c);
     let cols = nb * per;
     let (v, m) = (&mut sc.v[..16 * s.c * cols], &mut sc.m[..16 * s.k * cols]);
+    transform_inputs(x, nb, s, &mut sc.work, v);
     for b in 0..nb {
-        for ch in 0..s.c {
-            let img = &x[(b * s.c + ch) * hw..][..hw];
-            input_transform(img, s, &mut sc.work, v, s.c * cols, ch * cols + b * per);
-        }
         for kk in 0..s.k {
             let g = &dy[(b * s.k + kk) * hw..][..hw];
             grad_output_transform(g, s, &mut sc.work, m, s.k * cols, kk * cols + b * per);
