@@ -291,6 +291,15 @@ fn grad_weight_block(
     Ok(())
 }
 
+/// The four runs `buf[at + i·stride ..][..len]` (`i = 0..4`, `len ≤ stride`), mutably.
+#[inline(always)]
+fn four_mut(buf: &mut [f32], at: usize, stride: usize, len: usize) -> [&mut [f32]; 4] {
+    let (a, rest) = buf[at..].split_at_mut(stride);
+    let (b, rest) = rest.split_at_mut(stride);
+    let (c, d) = rest.split_at_mut(stride);
+    [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
+}
+
 vectorised! {
     /// Input transform of one channel `img[h, w]`: `Bᵀ d B` of every tile to
     /// `v[ξ·plane + at ..][..cols]` for the 16 ξ.
@@ -323,10 +332,7 @@ vectorised! {
         // Vertical: t_r (r = 0..4) on the two column phases b, over n positions.
         for b in 0..2 {
             let (d0, d1, d2, d3) = (qp(0, b, 0), qp(1, b, 0), qp(0, b, 1), qp(1, b, 1));
-            let (t0, rest) = t[b * 4 * n..].split_at_mut(n);
-            let (t1, rest) = rest.split_at_mut(n);
-            let (t2, rest) = rest.split_at_mut(n);
-            let t3 = &mut rest[..n];
+            let [t0, t1, t2, t3] = four_mut(t, b * 4 * n, n, n);
             for j in 0..n {
                 t0[j] = d0[j] - d2[j];
                 t1[j] = d1[j] + d2[j];
@@ -341,10 +347,7 @@ vectorised! {
             let e = &t[r * n..][..n];
             let o = &t[(4 + r) * n..][..n];
             let base = r * 4 * plane + at;
-            let (v0, tail) = v[base..].split_at_mut(plane);
-            let (v1, tail) = tail.split_at_mut(plane);
-            let (v2, v3) = tail.split_at_mut(plane);
-            let (v0, v1, v2, v3) = (&mut v0[..len], &mut v1[..len], &mut v2[..len], &mut v3[..len]);
+            let [v0, v1, v2, v3] = four_mut(v, base, plane, len);
             for j in 0..len {
                 v0[j] = e[j] - e[j + 1];
                 v1[j] = o[j] + e[j + 1];
@@ -423,10 +426,7 @@ vectorised! {
         // z0 = d0, z1 = d0 + d1, z2 = d0 − d1, z3 = −d1.
         for b in 0..2 {
             let (d0, d1) = (&d[b * len..][..len], &d[(2 + b) * len..][..len]);
-            let (z0, rest) = z[b * 4 * len..].split_at_mut(len);
-            let (z1, rest) = rest.split_at_mut(len);
-            let (z2, rest) = rest.split_at_mut(len);
-            let z3 = &mut rest[..len];
+            let [z0, z1, z2, z3] = four_mut(z, b * 4 * len, len, len);
             for j in 0..len {
                 z0[j] = d0[j];
                 z1[j] = d0[j] + d1[j];
@@ -438,10 +438,7 @@ vectorised! {
         for r in 0..4 {
             let (e, o) = (&z[r * len..][..len], &z[(4 + r) * len..][..len]);
             let base = r * 4 * plane + at;
-            let (m0, tail) = m[base..].split_at_mut(plane);
-            let (m1, tail) = tail.split_at_mut(plane);
-            let (m2, m3) = tail.split_at_mut(plane);
-            let (m0, m1, m2, m3) = (&mut m0[..len], &mut m1[..len], &mut m2[..len], &mut m3[..len]);
+            let [m0, m1, m2, m3] = four_mut(m, base, plane, len);
             for j in 0..len {
                 m0[j] = e[j];
                 m1[j] = e[j] + o[j];
