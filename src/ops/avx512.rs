@@ -1,5 +1,5 @@
-//! Hand-written AVX-512 kernels: the BatchNorm / GroupNorm statistics and gradients, and one
-//! max-pool window tap.
+//! Hand-written AVX-512 kernels: the BatchNorm / GroupNorm statistics and gradients, one
+//! max-pool window tap, and the even/odd (de)interleave of Winograd's polyphase planes.
 //!
 //! LLVM does not vectorise these well (it keeps most lanes of the lane-split `f32` sums scalar,
 //! and runs a max-pool row of 15 outputs in its scalar remainder loop), so on CPUs with
@@ -177,6 +177,84 @@ pub(crate) unsafe fn window_tap(
         }
         j += 16;
     }
+}
+
+/// Splits `src` into `even[j] = src[2j]` and `odd[j] = src[2j + 1]`: whole blocks of 32
+/// floats, then a masked tail when `even` and `odd` hold ⌈n/2⌉ and ⌊n/2⌋ floats. Returns how
+/// many even entries it wrote (all of them then); the caller finishes any rest.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    let blocks = (src.len() / 32).min(even.len() / 16).min(odd.len() / 16);
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (pe, po) = (even.as_mut_ptr(), odd.as_mut_ptr());
+    for b in 0..blocks {
+        // SAFETY: 32·(b + 1) ≤ src.len() and 16·(b + 1) ≤ even.len(), odd.len().
+        unsafe {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(32 * b));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(32 * b + 16));
+            _mm512_storeu_ps(pe.add(16 * b), _mm512_permutex2var_ps(lo, ie, hi));
+            _mm512_storeu_ps(po.add(16 * b), _mm512_permutex2var_ps(lo, io, hi));
+        }
+    }
+    let (done, rem) = (16 * blocks, src.len() - 32 * blocks);
+    if rem == 0 || rem >= 32 || even.len() != done + rem.div_ceil(2) || odd.len() != done + rem / 2
+    {
+        return done;
+    }
+    // SAFETY: the masks cover exactly the `rem` floats left in `src` and the ⌈rem/2⌉, ⌊rem/2⌋
+    // left in `even`, `odd`; masked-off lanes are neither read nor written.
+    unsafe {
+        let p = src.as_ptr().add(32 * blocks);
+        let lo = _mm512_maskz_loadu_ps(tail_mask(rem.min(16)), p);
+        let hi = _mm512_maskz_loadu_ps(tail_mask(rem.saturating_sub(16)), p.add(16));
+        let (me, mo) = (tail_mask(rem.div_ceil(2)), tail_mask(rem / 2));
+        _mm512_mask_storeu_ps(pe.add(done), me, _mm512_permutex2var_ps(lo, ie, hi));
+        _mm512_mask_storeu_ps(po.add(done), mo, _mm512_permutex2var_ps(lo, io, hi));
+    }
+    done + rem.div_ceil(2)
+}
+
+/// The inverse of [`deinterleave`]: `dst[2j] = even[j]`, `dst[2j + 1] = odd[j]`, with the same
+/// masked tail; returns how many even entries it placed.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) -> usize {
+    let blocks = (dst.len() / 32).min(even.len() / 16).min(odd.len() / 16);
+    let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let pd = dst.as_mut_ptr();
+    for b in 0..blocks {
+        // SAFETY: 32·(b + 1) ≤ dst.len() and 16·(b + 1) ≤ even.len(), odd.len().
+        unsafe {
+            let e = _mm512_loadu_ps(even.as_ptr().add(16 * b));
+            let o = _mm512_loadu_ps(odd.as_ptr().add(16 * b));
+            _mm512_storeu_ps(pd.add(32 * b), _mm512_permutex2var_ps(e, il, o));
+            _mm512_storeu_ps(pd.add(32 * b + 16), _mm512_permutex2var_ps(e, ih, o));
+        }
+    }
+    let (done, rem) = (16 * blocks, dst.len() - 32 * blocks);
+    if rem == 0 || rem >= 32 || even.len() != done + rem.div_ceil(2) || odd.len() != done + rem / 2
+    {
+        return done;
+    }
+    // SAFETY: as in `deinterleave`, the masks cover exactly what is left of each slice.
+    unsafe {
+        let e = _mm512_maskz_loadu_ps(tail_mask(rem.div_ceil(2)), even.as_ptr().add(done));
+        let o = _mm512_maskz_loadu_ps(tail_mask(rem / 2), odd.as_ptr().add(done));
+        let p = pd.add(32 * blocks);
+        _mm512_mask_storeu_ps(p, tail_mask(rem.min(16)), _mm512_permutex2var_ps(e, il, o));
+        let hi = _mm512_permutex2var_ps(e, ih, o);
+        _mm512_mask_storeu_ps(p.add(16), tail_mask(rem.saturating_sub(16)), hi);
+    }
+    done + rem.div_ceil(2)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

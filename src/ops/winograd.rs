@@ -291,6 +291,58 @@ fn grad_weight_block(
     Ok(())
 }
 
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` (`even`: ⌈n/2⌉ floats, `odd`: ⌊n/2⌋).
+#[inline(always)]
+fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if super::avx512::available() {
+        // SAFETY: AVX-512F checked.
+        unsafe { super::avx512::deinterleave(src, even, odd) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    // What the AVX-512 path left (it does everything when the lengths are as documented).
+    let (rest, from) = (&mut even[done..], src.get(2 * done..).unwrap_or_default());
+    for (e, pair) in rest.iter_mut().zip(from.chunks(2)) {
+        *e = pair[0];
+    }
+    let rest = odd.get_mut(done..).unwrap_or_default();
+    for (o, pair) in rest
+        .iter_mut()
+        .zip(src.get(2 * done + 1..).unwrap_or_default().chunks(2))
+    {
+        *o = pair[0];
+    }
+}
+
+/// The inverse of [`split_pairs`]: `dst[2j] = even[j]`, `dst[2j + 1] = odd[j]`.
+#[inline(always)]
+fn merge_pairs(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if super::avx512::available() {
+        // SAFETY: AVX-512F checked.
+        unsafe { super::avx512::interleave(even, odd, dst) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let rest = dst.get_mut(2 * done..).unwrap_or_default();
+    for (d, &e) in rest.iter_mut().step_by(2).zip(&even[done..]) {
+        *d = e;
+    }
+    let rest = dst.get_mut(2 * done + 1..).unwrap_or_default();
+    for (d, &o) in rest
+        .iter_mut()
+        .step_by(2)
+        .zip(odd.get(done..).unwrap_or_default())
+    {
+        *d = o;
+    }
+}
+
 /// The four runs `buf[at + i·stride ..][..len]` (`i = 0..4`, `len ≤ stride`), mutably.
 #[inline(always)]
 fn four_mut(buf: &mut [f32], at: usize, stride: usize, len: usize) -> [&mut [f32]; 4] {
@@ -321,12 +373,7 @@ vectorised! {
             let (q0, q1) = q.split_at_mut(2 * ph);
             let (qa0, qa1) = if a == 0 { q0.split_at_mut(ph) } else { q1.split_at_mut(ph) };
             // x + 1 odd (b = 1) for even x, even (b = 0) for odd x.
-            for (d, pair) in qa1[i * rw..][..tw].iter_mut().zip(row.chunks(2)) {
-                *d = pair[0];
-            }
-            for (d, pair) in qa0[i * rw + 1..][..w / 2].iter_mut().zip(row[1..].chunks(2)) {
-                *d = pair[0];
-            }
+            split_pairs(row, &mut qa1[i * rw..][..tw], &mut qa0[i * rw + 1..][..w / 2]);
         }
         let qp = |a: usize, b: usize, di: usize| &q[(a * 2 + b) * ph + di * rw..][..n];
         // Vertical: t_r (r = 0..4) on the two column phases b, over n positions.
@@ -386,15 +433,7 @@ vectorised! {
             let (a, i) = (yy % 2, yy / 2);
             let y0 = &y[a * 2 * len + i * rw..][..tw];
             let y1 = &y[(a * 2 + 1) * len + i * rw..][..tw];
-            let row = &mut out[yy * w..][..w];
-            let mut pairs = row.chunks_exact_mut(2);
-            for ((p, &e), &o) in pairs.by_ref().zip(y0).zip(y1) {
-                p[0] = e;
-                p[1] = o;
-            }
-            if let [last] = pairs.into_remainder() {
-                *last = y0[tw - 1];
-            }
+            merge_pairs(y0, &y1[..w / 2], &mut out[yy * w..][..w]);
         }
     }
 
@@ -411,16 +450,7 @@ vectorised! {
             let (a, i) = (y % 2, y / 2);
             let row = &dy[y * w..][..w];
             let (d0, d1) = d[a * 2 * len..][..2 * len].split_at_mut(len);
-            for ((e, o), pair) in d0[i * rw..][..tw]
-                .iter_mut()
-                .zip(d1[i * rw..][..tw].iter_mut())
-                .zip(row.chunks(2))
-            {
-                *e = pair[0];
-                if let [_, v] = pair {
-                    *o = *v;
-                }
-            }
+            split_pairs(row, &mut d0[i * rw..][..tw], &mut d1[i * rw..][..w / 2]);
         }
         // Down the columns (rows of A times the tile's two rows), per column phase b:
         // z0 = d0, z1 = d0 + d1, z2 = d0 − d1, z3 = −d1.
@@ -496,6 +526,26 @@ mod tests {
                 ((st >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// The AVX-512 (de)interleave against plain loops, every tail length.
+    #[test]
+    fn pairs_split_and_merge() {
+        for n in 0..100 {
+            let src = rand(n, n as u64);
+            let (mut e, mut o) = (vec![f32::NAN; n.div_ceil(2)], vec![f32::NAN; n / 2]);
+            split_pairs(&src, &mut e, &mut o);
+            for j in 0..n {
+                assert_eq!(
+                    if j % 2 == 0 { e[j / 2] } else { o[j / 2] },
+                    src[j],
+                    "n={n} j={j}"
+                );
+            }
+            let mut back = vec![f32::NAN; n];
+            merge_pairs(&e, &o, &mut back);
+            assert_eq!(back, src, "n={n}");
+        }
     }
 
     /// Odd and even sizes (partial last tiles), 1-pixel images, blocks of several images.
