@@ -38,7 +38,8 @@ pub(crate) fn weight_transform(w: &[f32], cout: usize, cin: usize, flip: bool) -
         .for_each(|(row, dst)| {
             for col in 0..cols {
                 let (o, i) = if flip { (col, row) } else { (row, col) };
-                let mut g: [f32; 9] = w[(o * cin + i) * 9..][..9].try_into().unwrap_or([0.0; 9]);
+                let mut g = [0f32; 9];
+                g.copy_from_slice(&w[(o * cin + i) * 9..][..9]);
                 if flip {
                     g.reverse();
                 }
@@ -72,7 +73,7 @@ fn plane(u: &[f32], xi: usize, rows: usize, cols: usize) -> MatRef<'_> {
     }
 }
 
-/// Shapes of one call: `nb` images of `c` channels `h × w` in, `k` channels out (same size).
+/// Shapes of one call: images of `c` channels `h × w` in, `k` channels of the same size out.
 #[derive(Clone, Copy)]
 pub(crate) struct Shape {
     pub c: usize,
