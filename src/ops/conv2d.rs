@@ -35,8 +35,9 @@ const NARROW_COUT: usize = 64;
 const BLOCK_COLS: usize = 256;
 /// Channels (in and out) from which a 3×3 stride-1 "same" conv runs its forward and
 /// gradients as Winograd F(2×2, 3×3) ([`super::winograd`]); narrower ones stay on im2col, where
-/// the tile transforms cost more of what the multiplications save (64: ResNet-50's narrowest,
-/// where it was measured to pay; the tiny presets' 48-channel 8² conv stays on im2col).
+/// the tile transforms weigh more against the multiplications saved (64: ResNet-50's narrowest,
+/// where it was measured to pay; the tiny presets' 48-channel 8² conv, where it was not
+/// measured to, stays on im2col).
 const WINOGRAD_MIN_CHANNELS: usize = 64;
 /// Image side from which Winograd pays: at ResNet-50's 7² the 2×2 tiles cover 8² (and the
 /// transformed weights, 16/9 of the kernels, are as large as the activations), so im2col was
@@ -648,9 +649,9 @@ impl Geom {
             let dst = &mut gw[grp * self.cout_g * k..][..self.cout_g * k];
             if k > self.cout_g {
                 // `dWᵀ = col goutᵀ` (K rows), written through the strides. The GEMM runs its
-                // long reduction (over pixels) 2-3x faster with the larger of `K` and `Cout_g`
-                // as its rows: 64 output channels by a 3x3 conv's K = 576 ran at 67 GFLOP/s one
-                // way and 175 the other on one core here.
+                // long reduction (over pixels) up to 2.6x faster with the larger of `K` and
+                // `Cout_g` as its rows: 64 output channels by a 3x3 conv's K = 576 ran at 67
+                // GFLOP/s one way and 175 the other on one core here.
                 sgemm_strided(dst, 1, k, col, g.t(), accumulate, threads)?;
             } else {
                 sgemm(dst, g, col.t(), accumulate, threads)?;
