@@ -21,7 +21,6 @@
 //! asymmetric), so CUDA keeps working through candle's kernels.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::host::storage_f32;
 use super::sgemm::{sgemm, sgemm_strided, MatRef};
@@ -661,8 +660,7 @@ impl Geom {
     }
 
     /// Runs `f(scratch, first image, block, threads)` over `out` (`n` images of `item` floats)
-    /// cut into blocks of images as [`Geom::schedule`] says: in parallel with `threads = 1`, or
-    /// in turn with all threads for each GEMM.
+    /// cut into blocks of [`Geom::block_images`] ([`super::blocks::for_blocks`]).
     fn for_blocks(
         &self,
         out: &mut [f32],
@@ -670,26 +668,8 @@ impl Geom {
         f: impl Fn(&mut Scratch, usize, &mut [f32], usize) -> std::result::Result<(), String> + Sync,
     ) -> std::result::Result<(), String> {
         let threads = super::num_threads();
-        let (nb, parallel) = self.schedule(threads);
-        let size = (nb * item).max(1);
-        if parallel {
-            out.par_chunks_mut(size)
-                .enumerate()
-                .try_for_each_init(|| self.scratch(nb), |s, (b, o)| f(s, b * nb, o, 1))
-        } else {
-            let mut s = self.scratch(nb);
-            out.chunks_mut(size)
-                .enumerate()
-                .try_for_each(|(b, o)| f(&mut s, b * nb, o, threads))
-        }
-    }
-
-    /// How to run the batch: `(nb, parallel)` — blocks of `nb` images, spread over the threads
-    /// with one single-threaded GEMM each when there are at least as many blocks as threads,
-    /// else in turn with multi-threaded GEMMs.
-    fn schedule(&self, threads: usize) -> (usize, bool) {
         let nb = self.block_images(threads);
-        (nb, threads > 1 && self.n.div_ceil(nb) >= threads)
+        super::blocks::for_blocks(out, item, nb, threads, || self.scratch(nb), f)
     }
 }
 
@@ -912,42 +892,19 @@ impl CustomOp2 for Conv2dGradWeight {
         }
         let (chw, op, wlen) = (g.cin * g.h * g.w, g.cout * g.p(), g.cout * g.k());
         let threads = super::num_threads();
-        let (nb, parallel) = g.schedule(threads);
-        // Images `lo..hi` in blocks of `nb`, summed into `acc` (written by the first block).
-        let run = |acc: &mut [f32], s: &mut Scratch, lo: usize, hi: usize, threads| {
-            for (i, b) in (lo..hi).step_by(nb).enumerate() {
-                let m = nb.min(hi - b);
+        let nb = g.block_images(threads);
+        let gw = super::blocks::sum_blocks(
+            g.n,
+            nb,
+            threads,
+            wlen,
+            || g.scratch(nb),
+            |acc, s, b, m, accumulate, threads| {
                 let (xb, gb) = (&x[b * chw..][..m * chw], &gout[b * op..][..m * op]);
-                g.grad_weight_block(xb, gb, acc, m, s, i > 0, threads)?;
-            }
-            Ok(())
-        };
-        let gw = if parallel {
-            // One contiguous run of blocks per thread, each with its own partial sum.
-            let per = g.n.div_ceil(nb).div_ceil(threads) * nb;
-            let parts: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
-                .into_par_iter()
-                .map(|t| {
-                    let mut acc = vec![0f32; wlen];
-                    let mut s = g.scratch(nb);
-                    run(&mut acc, &mut s, t * per, ((t + 1) * per).min(g.n), 1)?;
-                    Ok(acc)
-                })
-                .collect::<std::result::Result<_, String>>()
-                .map_err(candle_core::Error::Msg)?;
-            let mut it = parts.into_iter();
-            let mut acc = it.next().unwrap_or_else(|| vec![0f32; wlen]);
-            for part in it {
-                for (a, b) in acc.iter_mut().zip(&part) {
-                    *a += b;
-                }
-            }
-            acc
-        } else {
-            let mut acc = vec![0f32; wlen];
-            run(&mut acc, &mut g.scratch(nb), 0, g.n, threads).map_err(candle_core::Error::Msg)?;
-            acc
-        };
+                g.grad_weight_block(xb, gb, acc, m, s, accumulate, threads)
+            },
+        )
+        .map_err(candle_core::Error::Msg)?;
         Ok((CpuStorage::F32(gw), Shape::from(self.w_dims.to_vec())))
     }
 }

@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod attention;
 pub(crate) mod avx512;
 pub mod batch_norm;
+mod blocks;
 mod candle_patches;
 pub mod conv2d;
 pub mod fastmath;

@@ -142,20 +142,11 @@ pub(crate) fn conv(
     let threads = super::num_threads();
     let (chw, khw) = (s.c * s.h * s.w, s.k * s.h * s.w);
     let nb = s.block_images(n, threads);
-    let block = |sc: &mut Scratch, b: usize, o: &mut [f32], threads: usize| {
+    let scratch = || Scratch::new(&s, nb);
+    super::blocks::for_blocks(out, khw, nb, threads, scratch, |sc, i, o, threads| {
         let m = o.len() / khw.max(1);
-        conv_block(&x[b * nb * chw..][..m * chw], u, m, &s, o, sc, threads)
-    };
-    if threads > 1 && n.div_ceil(nb) >= threads {
-        out.par_chunks_mut((nb * khw).max(1))
-            .enumerate()
-            .try_for_each_init(|| Scratch::new(&s, nb), |sc, (b, o)| block(sc, b, o, 1))
-    } else {
-        let mut sc = Scratch::new(&s, nb);
-        out.chunks_mut((nb * khw).max(1))
-            .enumerate()
-            .try_for_each(|(b, o)| block(&mut sc, b, o, threads))
-    }
+        conv_block(&x[i * chw..][..m * chw], u, m, &s, o, sc, threads)
+    })
 }
 
 /// `V[16][C, nb·cols]` of the `nb` images `x[nb, C, H, W]` ([`input_transform`]).
@@ -206,44 +197,18 @@ fn conv_block(
 /// Weight gradient `dw[K, C, 3, 3]` of the conv of `x[N, C, H, W]` whose output gradient is
 /// `dy[N, K, H, W]`: per tile, `dU[ξ] = Σ (A dy Aᵀ)[ξ] (Bᵀ d B)[ξ]` (16 GEMMs `[K, T] @ [T, C]`
 /// over the tiles), then `dw = Gᵀ dU G`, the adjoint of the weight transform. One partial sum
-/// per thread over a contiguous run of blocks.
+/// per thread over a contiguous run of blocks ([`super::blocks::sum_blocks`]).
 pub(crate) fn grad_weight(x: &[f32], dy: &[f32], n: usize, s: Shape) -> Result<Vec<f32>, String> {
     let threads = super::num_threads();
     let (chw, khw, kc) = (s.c * s.h * s.w, s.k * s.h * s.w, s.k * s.c);
     let nb = s.block_images(n, threads);
-    // Images lo..hi in blocks of nb into du[16][K, C] (written by the first block).
-    let run = |du: &mut [f32], lo: usize, hi: usize, threads: usize| {
-        let mut sc = Scratch::new(&s, nb);
-        for (i, b) in (lo..hi).step_by(nb).enumerate() {
-            let m = nb.min(hi - b);
+    // du[16][K, C], summed over blocks of images.
+    let scratch = || Scratch::new(&s, nb);
+    let du =
+        super::blocks::sum_blocks(n, nb, threads, 16 * kc, scratch, |du, sc, b, m, acc, th| {
             let (xb, gb) = (&x[b * chw..][..m * chw], &dy[b * khw..][..m * khw]);
-            grad_weight_block(xb, gb, m, &s, du, &mut sc, i > 0, threads)?;
-        }
-        Ok::<_, String>(())
-    };
-    let du = if threads > 1 && n.div_ceil(nb) >= threads {
-        let per = n.div_ceil(nb).div_ceil(threads) * nb;
-        let parts = (0..n.div_ceil(per))
-            .into_par_iter()
-            .map(|t| {
-                let mut du = super::alloc::overwritten_f32(16 * kc);
-                run(&mut du, t * per, ((t + 1) * per).min(n), 1)?;
-                Ok(du)
-            })
-            .collect::<Result<Vec<Vec<f32>>, String>>()?;
-        let mut it = parts.into_iter();
-        let mut du = it.next().unwrap_or_else(|| vec![0f32; 16 * kc]);
-        for part in it {
-            for (a, b) in du.iter_mut().zip(&part) {
-                *a += b;
-            }
-        }
-        du
-    } else {
-        let mut du = vec![0f32; 16 * kc];
-        run(&mut du, 0, n, threads)?;
-        du
-    };
+            grad_weight_block(xb, gb, m, &s, du, sc, acc, th)
+        })?;
     // dw = Gᵀ dU G with Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
     let mut dw = super::alloc::overwritten_f32(kc * 9);
     dw.par_chunks_mut(9).enumerate().for_each(|(p, g)| {
