@@ -24,11 +24,11 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// Mask of the first `n` (< 16) lanes.
+/// Mask of the first `n` lanes (all 16 when `n ≥ 16`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn tail_mask(n: usize) -> __mmask16 {
-    ((1u32 << n) - 1) as __mmask16
+    ((1u32 << n.min(16)) - 1) as __mmask16
 }
 
 /// The 16 lanes of `v` summed in `f64`.
@@ -87,7 +87,7 @@ pub(crate) unsafe fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32)
     let (mut s, mut sx) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     while i < n {
-        let m = if i + 16 <= n { !0 } else { tail_mask(n - i) };
+        let m = tail_mask(n - i);
         // SAFETY: masked loads read only the lanes below n − i of each slice (all ≥ n long).
         let (mut g, xv) = unsafe {
             (
@@ -144,15 +144,14 @@ pub(crate) unsafe fn window_tap(
     let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut j = 0;
     while j < n {
-        let m = if j + 16 <= n { !0 } else { tail_mask(n - j) };
+        let m = tail_mask(n - j);
         // Input elements j·s .. (j + 16)·s, masked to the slice.
         let at = j * s;
         let load = |off: usize| {
-            let k = len.saturating_sub(at + off).min(16);
-            // SAFETY: the mask covers only the k < 16 (or all 16) elements inside `taps`.
-            unsafe {
-                _mm512_maskz_loadu_ps(if k == 16 { !0 } else { tail_mask(k) }, pt.add(at + off))
-            }
+            let k = len.saturating_sub(at + off);
+            // SAFETY: the mask covers only the elements inside `taps` (none when k = 0, where
+            // the address may lie past the end: hence `wrapping_add`).
+            unsafe { _mm512_maskz_loadu_ps(tail_mask(k), pt.wrapping_add(at + off)) }
         };
         let v = if s == 1 {
             load(0)
@@ -179,82 +178,78 @@ pub(crate) unsafe fn window_tap(
     }
 }
 
-/// Splits `src` into `even[j] = src[2j]` and `odd[j] = src[2j + 1]`: whole blocks of 32
-/// floats, then a masked tail when `even` and `odd` hold ⌈n/2⌉ and ⌊n/2⌋ floats. Returns how
-/// many even entries it wrote (all of them then); the caller finishes any rest.
+/// Splits `src` (`n` floats) into `even[j] = src[2j]` and `odd[j] = src[2j + 1]`, 32 source
+/// floats per step, the last step masked.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
+///
+/// # Panics
+/// When `even` and `odd` do not hold ⌈n/2⌉ and ⌊n/2⌋ floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
-    let blocks = (src.len() / 32).min(even.len() / 16).min(odd.len() / 16);
+pub(crate) unsafe fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = src.len();
+    assert!(
+        even.len() == n.div_ceil(2) && odd.len() == n / 2,
+        "deinterleave: lengths"
+    );
     let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let (pe, po) = (even.as_mut_ptr(), odd.as_mut_ptr());
-    for b in 0..blocks {
-        // SAFETY: 32·(b + 1) ≤ src.len() and 16·(b + 1) ≤ even.len(), odd.len().
+    let (ps, pe, po) = (src.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
+    for i in (0..n).step_by(32) {
+        let rem = n - i;
+        // SAFETY: each mask covers exactly the floats left in its slice from that offset
+        // (`src` from i and i + 16, `even`, `odd` from i / 2), so masked-off lanes are neither
+        // read nor written; `wrapping_add` for an offset past the end under an empty mask.
         unsafe {
-            let lo = _mm512_loadu_ps(src.as_ptr().add(32 * b));
-            let hi = _mm512_loadu_ps(src.as_ptr().add(32 * b + 16));
-            _mm512_storeu_ps(pe.add(16 * b), _mm512_permutex2var_ps(lo, ie, hi));
-            _mm512_storeu_ps(po.add(16 * b), _mm512_permutex2var_ps(lo, io, hi));
+            let lo = _mm512_maskz_loadu_ps(tail_mask(rem), ps.add(i));
+            let hi =
+                _mm512_maskz_loadu_ps(tail_mask(rem.saturating_sub(16)), ps.wrapping_add(i + 16));
+            let (me, mo) = (tail_mask(rem.div_ceil(2)), tail_mask(rem / 2));
+            _mm512_mask_storeu_ps(pe.add(i / 2), me, _mm512_permutex2var_ps(lo, ie, hi));
+            _mm512_mask_storeu_ps(
+                po.wrapping_add(i / 2),
+                mo,
+                _mm512_permutex2var_ps(lo, io, hi),
+            );
         }
     }
-    let (done, rem) = (16 * blocks, src.len() - 32 * blocks);
-    if rem == 0 || rem >= 32 || even.len() != done + rem.div_ceil(2) || odd.len() != done + rem / 2
-    {
-        return done;
-    }
-    // SAFETY: the masks cover exactly the `rem` floats left in `src` and the ⌈rem/2⌉, ⌊rem/2⌋
-    // left in `even`, `odd`; masked-off lanes are neither read nor written.
-    unsafe {
-        let p = src.as_ptr().add(32 * blocks);
-        let lo = _mm512_maskz_loadu_ps(tail_mask(rem.min(16)), p);
-        let hi = _mm512_maskz_loadu_ps(tail_mask(rem.saturating_sub(16)), p.add(16));
-        let (me, mo) = (tail_mask(rem.div_ceil(2)), tail_mask(rem / 2));
-        _mm512_mask_storeu_ps(pe.add(done), me, _mm512_permutex2var_ps(lo, ie, hi));
-        _mm512_mask_storeu_ps(po.add(done), mo, _mm512_permutex2var_ps(lo, io, hi));
-    }
-    done + rem.div_ceil(2)
 }
 
-/// The inverse of [`deinterleave`]: `dst[2j] = even[j]`, `dst[2j + 1] = odd[j]`, with the same
-/// masked tail; returns how many even entries it placed.
+/// The inverse of [`deinterleave`]: `dst[2j] = even[j]`, `dst[2j + 1] = odd[j]`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
+///
+/// # Panics
+/// When `even` and `odd` do not hold ⌈n/2⌉ and ⌊n/2⌋ floats for `n = dst.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) -> usize {
-    let blocks = (dst.len() / 32).min(even.len() / 16).min(odd.len() / 16);
+pub(crate) unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    assert!(
+        even.len() == n.div_ceil(2) && odd.len() == n / 2,
+        "interleave: lengths"
+    );
     let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    let pd = dst.as_mut_ptr();
-    for b in 0..blocks {
-        // SAFETY: 32·(b + 1) ≤ dst.len() and 16·(b + 1) ≤ even.len(), odd.len().
+    let (pe, po, pd) = (even.as_ptr(), odd.as_ptr(), dst.as_mut_ptr());
+    for i in (0..n).step_by(32) {
+        let rem = n - i;
+        // SAFETY: as in `deinterleave`, the masks cover exactly what is left of each slice.
         unsafe {
-            let e = _mm512_loadu_ps(even.as_ptr().add(16 * b));
-            let o = _mm512_loadu_ps(odd.as_ptr().add(16 * b));
-            _mm512_storeu_ps(pd.add(32 * b), _mm512_permutex2var_ps(e, il, o));
-            _mm512_storeu_ps(pd.add(32 * b + 16), _mm512_permutex2var_ps(e, ih, o));
+            let e = _mm512_maskz_loadu_ps(tail_mask(rem.div_ceil(2)), pe.add(i / 2));
+            let o = _mm512_maskz_loadu_ps(tail_mask(rem / 2), po.wrapping_add(i / 2));
+            _mm512_mask_storeu_ps(pd.add(i), tail_mask(rem), _mm512_permutex2var_ps(e, il, o));
+            let hi = _mm512_permutex2var_ps(e, ih, o);
+            _mm512_mask_storeu_ps(
+                pd.wrapping_add(i + 16),
+                tail_mask(rem.saturating_sub(16)),
+                hi,
+            );
         }
     }
-    let (done, rem) = (16 * blocks, dst.len() - 32 * blocks);
-    if rem == 0 || rem >= 32 || even.len() != done + rem.div_ceil(2) || odd.len() != done + rem / 2
-    {
-        return done;
-    }
-    // SAFETY: as in `deinterleave`, the masks cover exactly what is left of each slice.
-    unsafe {
-        let e = _mm512_maskz_loadu_ps(tail_mask(rem.div_ceil(2)), even.as_ptr().add(done));
-        let o = _mm512_maskz_loadu_ps(tail_mask(rem / 2), odd.as_ptr().add(done));
-        let p = pd.add(32 * blocks);
-        _mm512_mask_storeu_ps(p, tail_mask(rem.min(16)), _mm512_permutex2var_ps(e, il, o));
-        let hi = _mm512_permutex2var_ps(e, ih, o);
-        _mm512_mask_storeu_ps(p.add(16), tail_mask(rem.saturating_sub(16)), hi);
-    }
-    done + rem.div_ceil(2)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -257,29 +257,25 @@ fn grad_weight_block(
     Ok(())
 }
 
-/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` (`even`: ⌈n/2⌉ floats, `odd`: ⌊n/2⌋).
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` (`even`: ⌈n/2⌉ floats, `odd`: ⌊n/2⌋), in
+/// AVX-512 when the CPU has it.
 #[inline(always)]
 fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    let done = if super::avx512::available() {
-        // SAFETY: AVX-512F checked.
-        unsafe { super::avx512::deinterleave(src, even, odd) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    // What the AVX-512 path left (it does everything when the lengths are as documented).
-    let (rest, from) = (&mut even[done..], src.get(2 * done..).unwrap_or_default());
-    for (e, pair) in rest.iter_mut().zip(from.chunks(2)) {
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is available.
+        return unsafe { super::avx512::deinterleave(src, even, odd) };
+    }
+    split_pairs_portable(src, even, odd)
+}
+
+/// [`split_pairs`] in plain loops (the fallback, and the test's second path).
+fn split_pairs_portable(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for (e, pair) in even.iter_mut().zip(src.chunks(2)) {
         *e = pair[0];
     }
-    let rest = odd.get_mut(done..).unwrap_or_default();
-    for (o, pair) in rest
-        .iter_mut()
-        .zip(src.get(2 * done + 1..).unwrap_or_default().chunks(2))
-    {
-        *o = pair[0];
+    for (o, pair) in odd.iter_mut().zip(src.chunks_exact(2)) {
+        *o = pair[1];
     }
 }
 
@@ -287,25 +283,20 @@ fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 #[inline(always)]
 fn merge_pairs(even: &[f32], odd: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    let done = if super::avx512::available() {
-        // SAFETY: AVX-512F checked.
-        unsafe { super::avx512::interleave(even, odd, dst) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    let rest = dst.get_mut(2 * done..).unwrap_or_default();
-    for (d, &e) in rest.iter_mut().step_by(2).zip(&even[done..]) {
-        *d = e;
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is available.
+        return unsafe { super::avx512::interleave(even, odd, dst) };
     }
-    let rest = dst.get_mut(2 * done + 1..).unwrap_or_default();
-    for (d, &o) in rest
-        .iter_mut()
-        .step_by(2)
-        .zip(odd.get(done..).unwrap_or_default())
-    {
-        *d = o;
+    merge_pairs_portable(even, odd, dst)
+}
+
+/// [`merge_pairs`] in plain loops (the fallback, and the test's second path).
+fn merge_pairs_portable(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+    for (pair, &e) in dst.chunks_mut(2).zip(even) {
+        pair[0] = e;
+    }
+    for (pair, &o) in dst.chunks_exact_mut(2).zip(odd) {
+        pair[1] = o;
     }
 }
 
@@ -494,23 +485,29 @@ mod tests {
             .collect()
     }
 
-    /// The AVX-512 (de)interleave against plain loops, every tail length.
+    /// The (de)interleave, AVX-512 where the CPU has it and the plain loops, against indexing,
+    /// every tail length.
     #[test]
     fn pairs_split_and_merge() {
-        for n in 0..100 {
-            let src = rand(n, n as u64);
-            let (mut e, mut o) = (vec![f32::NAN; n.div_ceil(2)], vec![f32::NAN; n / 2]);
-            split_pairs(&src, &mut e, &mut o);
-            for j in 0..n {
-                assert_eq!(
-                    if j % 2 == 0 { e[j / 2] } else { o[j / 2] },
-                    src[j],
-                    "n={n} j={j}"
-                );
+        type Split = fn(&[f32], &mut [f32], &mut [f32]);
+        type Merge = fn(&[f32], &[f32], &mut [f32]);
+        let paths: [(Split, Merge); 2] = [
+            (split_pairs, merge_pairs),
+            (split_pairs_portable, merge_pairs_portable),
+        ];
+        for (split, merge) in paths {
+            for n in 0..100 {
+                let src = rand(n, n as u64);
+                let (mut e, mut o) = (vec![f32::NAN; n.div_ceil(2)], vec![f32::NAN; n / 2]);
+                split(&src, &mut e, &mut o);
+                for j in 0..n {
+                    let got = if j % 2 == 0 { e[j / 2] } else { o[j / 2] };
+                    assert_eq!(got, src[j], "n={n} j={j}");
+                }
+                let mut back = vec![f32::NAN; n];
+                merge(&e, &o, &mut back);
+                assert_eq!(back, src, "n={n}");
             }
-            let mut back = vec![f32::NAN; n];
-            merge_pairs(&e, &o, &mut back);
-            assert_eq!(back, src, "n={n}");
         }
     }
 
