@@ -2,6 +2,7 @@
 //! matrices described by a slice, a row stride and a column stride.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// A read-only strided `f32` matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -113,32 +114,109 @@ pub fn sgemm_strided(
         }
         return Ok(());
     }
-    // SAFETY: every index the kernel touches lies inside the spans checked above; `dst` is
-    // exclusively borrowed, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(threads),
-        );
+    let raw = Raw {
+        dst: dst.as_mut_ptr(),
+        dst_rs,
+        dst_cs,
+        a,
+        b,
+        accumulate,
+    };
+    match split(m, n, k, threads) {
+        // SAFETY: every index the kernel touches lies inside the spans checked above; `dst` is
+        // exclusively borrowed, so it aliases neither input.
+        None => unsafe { raw.run(0..m, 0..n, parallelism(threads)) },
+        Some((rows, chunk)) => {
+            let len = if rows { m } else { n };
+            let raw = &raw;
+            (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
+                let part = i * chunk..((i + 1) * chunk).min(len);
+                let (r, c) = if rows { (part, 0..n) } else { (0..m, part) };
+                // SAFETY: as above; the parts are disjoint blocks of rows (or columns) of
+                // `dst`, so no two threads write the same element.
+                unsafe { raw.run(r, c, Parallelism::None) }
+            });
+        }
     }
     Ok(())
+}
+
+/// Below this many multiply-adds a GEMM is not split over threads (about 20 µs on one core).
+const SPLIT_MIN_MACS: usize = 1 << 22;
+
+/// How a GEMM of `m x k @ k x n` is shared among `threads`: `None` for one thread or a small
+/// product, else `(rows, chunk)`, the larger of the output's rows or columns cut into runs of
+/// `chunk`, one single-threaded GEMM per run.
+///
+/// The gemm crate's own threading splits the work inside its blocking loops and synchronises
+/// the threads at every block. Independent parts ran ViT-B/16's linear-layer GEMMs (1576 rows,
+/// 768 to 3072 wide, forward and both gradients) 2 to 5 % faster here, five runs of the whole
+/// set at 2 threads.
+fn split(m: usize, n: usize, k: usize, threads: usize) -> Option<(bool, usize)> {
+    if threads < 2 || m * n * k < SPLIT_MIN_MACS {
+        return None;
+    }
+    let rows = m >= n;
+    let len = if rows { m } else { n };
+    // Whole microkernel tiles (16 rows, or 8 columns) per part.
+    let unit = if rows { 16 } else { 8 };
+    let chunk = len.div_ceil(threads).div_ceil(unit) * unit;
+    (chunk < len).then_some((rows, chunk))
+}
+
+/// One GEMM call's operands with the destination as a raw pointer, so that disjoint parts of
+/// it can be written from several threads.
+struct Raw<'a> {
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    accumulate: bool,
+}
+
+// SAFETY: `Raw` is only shared among the threads of one `sgemm_strided` call, which write
+// disjoint elements of `dst` and only read `a` and `b`.
+unsafe impl Sync for Raw<'_> {}
+
+impl Raw<'_> {
+    /// `dst[rows, cols] (+)= a[rows, :] @ b[:, cols]`.
+    ///
+    /// # Safety
+    /// The spans of `dst`, `a` and `b` must have been checked for the whole product, and no
+    /// other thread may write the same part of `dst`.
+    unsafe fn run(
+        &self,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        par: Parallelism,
+    ) {
+        let (a, b) = (self.a, self.b);
+        unsafe {
+            gemm::gemm(
+                rows.len(),
+                cols.len(),
+                a.cols,
+                self.dst
+                    .add(rows.start * self.dst_rs + cols.start * self.dst_cs),
+                self.dst_cs as isize,
+                self.dst_rs as isize,
+                self.accumulate,
+                a.data.as_ptr().add(rows.start * a.rs),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr().add(cols.start * b.cs),
+                b.cs as isize,
+                b.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,5 +256,46 @@ mod tests {
                 assert!((dt[j * 3 + i] - want[i * 5 + j]).abs() < 1e-5);
             }
         }
+    }
+
+    /// Products large enough to be split over threads, by rows and by columns, into plain and
+    /// transposed destinations, with and without accumulation, against a naive `f64` product.
+    #[test]
+    fn split_products_match_naive_product() {
+        for (m, k, n) in [(301, 97, 150), (90, 101, 470)] {
+            assert!(split(m, n, k, 2).is_some(), "{m}x{k}x{n} is split");
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            let bt: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
+            let (am, bm) = (
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&bt, n, k).t(),
+            );
+            let want = |r: usize, c: usize| -> f64 {
+                (0..k)
+                    .map(|l| a[r * k + l] as f64 * bt[c * k + l] as f64)
+                    .sum()
+            };
+            for (transposed, accumulate) in [(false, false), (true, false), (false, true)] {
+                let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
+                let mut dst = vec![1f32; m * n];
+                sgemm_strided(&mut dst, rs, cs, am, bm, accumulate, 2).unwrap();
+                for r in 0..m {
+                    for c in 0..n {
+                        let w = want(r, c) + if accumulate { 1.0 } else { 0.0 };
+                        let got = dst[r * rs + c * cs] as f64;
+                        assert!(
+                            (got - w).abs() < 1e-4,
+                            "{m}x{k}x{n} ({r}, {c}): {got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(split(1000, 1000, 1000, 1), None);
+        assert_eq!(split(16, 16, 16, 2), None);
     }
 }
