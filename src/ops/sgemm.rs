@@ -158,7 +158,9 @@ fn split(m: usize, n: usize, k: usize, threads: usize) -> Option<(bool, usize)> 
     }
     let rows = m >= n;
     let len = if rows { m } else { n };
-    // Whole microkernel tiles (16 rows, or 8 columns) per part.
+    // Parts rounded up to 16 rows or 8 columns. Not tuned, and not the microkernel's tile: the
+    // gemm crate's AVX-512 tile is 64 x 6, and whether our rows are its rows depends on the
+    // destination's strides (it transposes a row-major product).
     let unit = if rows { 16 } else { 8 };
     let chunk = len.div_ceil(threads).div_ceil(unit) * unit;
     (chunk < len).then_some((rows, chunk))
