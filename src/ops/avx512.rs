@@ -1,5 +1,6 @@
 //! Hand-written AVX-512 kernels: the BatchNorm / GroupNorm statistics and gradients, one
-//! max-pool window tap, and the even/odd (de)interleave of Winograd's polyphase planes.
+//! max-pool window tap, the even/odd (de)interleave of Winograd's polyphase planes, and the
+//! stride-2 gather (and its adjoint) of a strided conv's im2col (col2im).
 //!
 //! LLVM does not vectorise these well (it keeps most lanes of the lane-split `f32` sums scalar,
 //! and runs a max-pool row of 15 outputs in its scalar remainder loop), so on CPUs with
@@ -252,6 +253,76 @@ pub(crate) unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// `dst[j] = src[2j]` for every `j < dst.len()`: a stride-2 gather (im2col of a stride-2
+/// conv), 16 outputs from two source registers per step, the last step masked.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+///
+/// # Panics
+/// When `src` is shorter than `2·dst.len() − 1`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn evens(src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    assert!(src.len() + 1 >= 2 * n, "evens: lengths");
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+    for i in (0..n).step_by(16) {
+        // The source floats this step reads: 2·16, or 2·rem − 1 for the last.
+        let (rem, span) = (n - i, (2 * (n - i)).min(32) - 1);
+        // SAFETY: `span` floats from 2i lie in `src` (2i + span ≤ 2n − 1 ≤ src.len()) and
+        // `rem` from i in `dst`; masked-off lanes are neither read nor written.
+        unsafe {
+            let lo = _mm512_maskz_loadu_ps(tail_mask(span), ps.add(2 * i));
+            let hi = _mm512_maskz_loadu_ps(
+                tail_mask(span.saturating_sub(16)),
+                ps.wrapping_add(2 * i + 16),
+            );
+            _mm512_mask_storeu_ps(
+                pd.add(i),
+                tail_mask(rem),
+                _mm512_permutex2var_ps(lo, ie, hi),
+            );
+        }
+    }
+}
+
+/// The adjoint of [`evens`]: `dst[2j] += src[j]` for every `j < src.len()`, the odd entries
+/// of `dst` left as they are (col2im of a stride-2 conv).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+///
+/// # Panics
+/// When `dst` is shorter than `2·src.len() − 1`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn add_evens(src: &[f32], dst: &mut [f32]) {
+    let n = src.len();
+    assert!(dst.len() + 1 >= 2 * n, "add_evens: lengths");
+    // src lane j to lanes 2j and 2j + 1 (only the even one is added): the low and high halves.
+    let il = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let ih = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    let even: __mmask16 = 0x5555;
+    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+    for i in (0..n).step_by(16) {
+        let (rem, span) = (n - i, (2 * (n - i)).min(32) - 1);
+        let (ml, mh) = (tail_mask(span), tail_mask(span.saturating_sub(16)));
+        // SAFETY: as in `evens`, with the roles of the slices swapped.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(tail_mask(rem), ps.add(i));
+            let (dl, dh) = (pd.add(2 * i), pd.wrapping_add(2 * i + 16));
+            let lo = _mm512_maskz_loadu_ps(ml, dl);
+            let lo = _mm512_mask_add_ps(lo, even, lo, _mm512_permutexvar_ps(il, v));
+            _mm512_mask_storeu_ps(dl, ml, lo);
+            let hi = _mm512_maskz_loadu_ps(mh, dh);
+            let hi = _mm512_mask_add_ps(hi, even, hi, _mm512_permutexvar_ps(ih, v));
+            _mm512_mask_storeu_ps(dh, mh, hi);
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::super::norm_kernels::{dot_sums_portable, sums_shifted_portable};
@@ -293,6 +364,35 @@ mod tests {
                         "s={s} n={n} first={first}: {b1:?} {i1:?} vs {b2:?} {i2:?}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The stride-2 gather and its adjoint against plain loops, every length around the
+    /// register width, sources and destinations longer than needed and exactly as long.
+    #[test]
+    fn evens_and_add_evens_match_plain_loops() {
+        if !available() {
+            eprintln!("no AVX-512F here; nothing to compare");
+            return;
+        }
+        for n in 0..70usize {
+            for extra in [0usize, 1, 5] {
+                let len = (2 * n).saturating_sub(1) + extra;
+                let src = data(len, 4);
+                let mut got = vec![f32::NAN; n];
+                // SAFETY: AVX-512F checked above.
+                unsafe { evens(&src, &mut got) };
+                let want: Vec<f32> = (0..n).map(|j| src[2 * j]).collect();
+                assert_eq!(got, want, "evens n={n} extra={extra}");
+                let (add, base) = (data(n, 5), data(len, 6));
+                let mut got = base.clone();
+                unsafe { add_evens(&add, &mut got) };
+                let mut want = base;
+                for (j, a) in add.iter().enumerate() {
+                    want[2 * j] += a;
+                }
+                assert_eq!(got, want, "add_evens n={n} extra={extra}");
             }
         }
     }

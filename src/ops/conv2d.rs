@@ -427,11 +427,7 @@ impl Geom {
                         if self.sw == 1 {
                             d[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]);
                         } else {
-                            for (v, x) in
-                                d[lo..hi].iter_mut().zip(xr[ix0..].iter().step_by(self.sw))
-                            {
-                                *v = *x;
-                            }
+                            gather_strided(&xr[ix0..], self.sw, &mut d[lo..hi]);
                         }
                     }
                 }
@@ -490,9 +486,7 @@ impl Geom {
                                 *g += v;
                             }
                         } else {
-                            for (j, v) in s.iter().enumerate() {
-                                gr[ix0 + j * self.sw] += v;
-                            }
+                            add_strided(s, self.sw, &mut gr[ix0..]);
                         }
                     }
                 }
@@ -584,8 +578,8 @@ impl Geom {
         Ok(())
     }
 
-    /// Input gradient for a block of `nb` images: `gx[nb, Cin, H, W]` (zeroed by the caller)
-    /// from `gout[nb, Cout, P]`.
+    /// Input gradient for a block of `nb` images: `gx[nb, Cin, H, W]` from `gout[nb, Cout, P]`;
+    /// `gx` must be zeroed by the caller unless the conv is pointwise (which overwrites it).
     fn grad_input_block(
         &self,
         gout: &[f32],
@@ -704,6 +698,34 @@ fn zero_short(s: &mut [f32]) {
             *b = 0.0;
         }
         _ => s.fill(0.0),
+    }
+}
+
+/// `dst[j] = src[j·stride]` for every `j < dst.len()`: one output row of a strided conv's
+/// im2col, in AVX-512 for stride 2 (the ResNet stem and downsampling convs) when the CPU has
+/// it.
+#[inline(always)]
+fn gather_strided(src: &[f32], stride: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && super::avx512::available() {
+        // SAFETY: AVX-512F is available.
+        return unsafe { super::avx512::evens(src, dst) };
+    }
+    for (v, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+        *v = *x;
+    }
+}
+
+/// The adjoint of [`gather_strided`], for col2im: `dst[j·stride] += src[j]`.
+#[inline(always)]
+fn add_strided(src: &[f32], stride: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && super::avx512::available() {
+        // SAFETY: AVX-512F is available.
+        return unsafe { super::avx512::add_evens(src, dst) };
+    }
+    for (j, v) in src.iter().enumerate() {
+        dst[j * stride] += v;
     }
 }
 
@@ -848,8 +870,13 @@ impl CustomOp2 for Conv2dGradInput {
             super::winograd::conv(gout, &u, g.n, back, &mut gx).map_err(candle_core::Error::Msg)?;
             return Ok((CpuStorage::F32(gx), Shape::from(self.x_dims.to_vec())));
         }
-        let mut gx = vec![0f32; g.n * chw];
+        // A pointwise conv's GEMMs write every input gradient; col2im adds into zeros, which
+        // each block writes itself (in parallel, while its part is in cache).
+        let mut gx = super::alloc::overwritten_f32(g.n * chw);
         let res = g.for_blocks(&mut gx, chw, |s, i, d, threads| {
+            if !g.pointwise {
+                d.fill(0.0);
+            }
             let m = d.len() / chw.max(1);
             g.grad_input_block(&gout[i * op..][..m * op], wt, d, m, s, threads)
         });
@@ -959,6 +986,7 @@ mod tests {
                                                            // the conv-transpose output padding from the height only — a shape-mismatch error.)
         check(&[3, 4, 11, 9], &[5, 4, 3, 3], 2, 1, 1, 1);
         check(&[2, 3, 20, 18], &[4, 3, 7, 7], 2, 3, 1, 1); // ResNet stem 7x7 s2 p3
+        check(&[1, 2, 9, 75], &[3, 2, 7, 7], 2, 3, 1, 1); // stride-2 rows of 38: 16 + 16 + 6
         check(&[1, 4, 12, 9], &[6, 4, 3, 3], 1, 2, 2, 1); // dilation 2, batch 1
         check(&[2, 6, 8, 8], &[4, 3, 3, 3], 1, 1, 1, 2); // grouped
         check(&[2, 3, 32, 32], &[8, 3, 16, 16], 16, 0, 1, 1); // ViT patch embedding
