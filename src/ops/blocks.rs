@@ -36,9 +36,10 @@ pub(crate) fn for_blocks<S>(
 }
 
 /// The sum over `n` images of a `len`-float quantity (a weight gradient): `f(acc, scratch,
-/// first image, images, accumulate, threads)` adds a block's share into `acc`, or writes it
-/// when `!accumulate` (the first block of a run). In parallel, each thread takes one contiguous
-/// run of blocks with its own partial sum, and the partial sums are added at the end.
+/// first image, images, accumulate, threads)` adds a block's share into `acc`, or writes all of
+/// `acc` when `!accumulate` (the first block of a run, so `acc` starts uninitialised). In
+/// parallel, each thread takes one contiguous run of blocks with its own partial sum, and the
+/// partial sums are added at the end.
 pub(crate) fn sum_blocks<S>(
     n: usize,
     nb: usize,
@@ -56,8 +57,16 @@ pub(crate) fn sum_blocks<S>(
         }
         Ok::<_, String>(())
     };
+    // A run of at least one block writes its whole sum; only an empty batch sums to zeros.
+    let sum = |lo: usize, hi: usize| {
+        if lo < hi {
+            super::alloc::overwritten_f32(len)
+        } else {
+            vec![0f32; len]
+        }
+    };
     if !parallel(n, nb, threads) {
-        let mut acc = vec![0f32; len];
+        let mut acc = sum(0, n);
         run(&mut acc, 0, n, threads)?;
         return Ok(acc);
     }
@@ -65,8 +74,9 @@ pub(crate) fn sum_blocks<S>(
     let parts = (0..n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
-            let mut acc = vec![0f32; len];
-            run(&mut acc, t * per, ((t + 1) * per).min(n), 1)?;
+            let (lo, hi) = (t * per, ((t + 1) * per).min(n));
+            let mut acc = sum(lo, hi);
+            run(&mut acc, lo, hi, 1)?;
             Ok(acc)
         })
         .collect::<Result<Vec<Vec<f32>>, String>>()?;
