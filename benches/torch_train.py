@@ -147,7 +147,10 @@ def main():
         scaler.update()
         sync()
         t3 = time.perf_counter()
-        print(json.dumps({"fwd": t1 - t0, "bwd": t2 - t1, "opt": t3 - t2}), flush=True)
+        reply = {"fwd": t1 - t0, "bwd": t2 - t1, "opt": t3 - t2}
+        if dev.type == "cuda":
+            reply["reserved"] = torch.cuda.memory_reserved(dev)
+        print(json.dumps(reply), flush=True)
 
 
 if __name__ == "__main__":

@@ -265,6 +265,18 @@ impl DeviceSpec {
     }
 }
 
+/// Device memory in use on a CUDA device, all processes together, and its total, in bytes
+/// (`None` on the CPU or when the driver does not answer).
+pub fn device_memory(device: &candle_core::Device) -> Option<(usize, usize)> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = device {
+        let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+        return Some((total - free, total));
+    }
+    let _ = device;
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

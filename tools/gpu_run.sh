@@ -5,15 +5,20 @@
 #
 #   strip -o dist/noisycxr-cuda target-cuda/release/noisycxr && gzip -f dist/noisycxr-cuda
 #   # on the GPU machine, from the repository root:
-#   tools/gpu_run.sh [OUT_DIR]
+#   tools/gpu_run.sh [OUT_DIR] [STAGES]
 #
-# What it runs, writing logs and tables into OUT_DIR (default $OUT or ./gpu-out):
-#   1. bench train, bf16 and f16, ours against PyTorch autocast on the same GPU (tiny and full
-#      presets);
-#   2. a short noise-lab training on the GPU in bf16 (the main job's config, 2 epochs).
-set -euo pipefail
+# STAGES (default "tiny-bf16 full-bf16 tiny-f16 full-f16 train") picks what runs, each step
+# under its own time limit so that one hung step cannot eat a lease; logs and tables go into
+# OUT_DIR (default ./gpu-out), and all of them but the checkpoints into OUT_DIR.tgz (the device
+# tool brings back only a few files):
+#   tiny-P, full-P  bench train in precision P (bf16, f16 or f32), ours against PyTorch on the
+#                   same GPU (autocast for bf16/f16; PyTorch's defaults for f32, so no TF32 in its
+#                   matrix products): tiny presets at batch 32, full presets at 224² batch 32;
+#   train           the main job's noise-lab training on the GPU in bf16 (4 epochs, as on the CPU).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-${OUT:-gpu-out}}"
+out="${1:-gpu-out}"
+stages="${2:-tiny-bf16 full-bf16 tiny-f16 full-f16 train}"
 mkdir -p "$out"
 bin=dist/noisycxr-cuda
 if [ ! -x "$bin" ]; then
@@ -27,15 +32,42 @@ nv="$("$py" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))')/
 libs="$(find "$nv" -maxdepth 3 -type d -name lib | tr '\n' ':')"
 libs="$libs$(ls -d /usr/local/cuda*/lib64 2>/dev/null | tr '\n' ':')"
 export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-for p in bf16 f16; do
-    "$bin" bench train --device cuda --precision "$p" --python "$py" \
-        --models resnet_tiny,vit_tiny,hybrid_tiny --batch-size 32 \
-        >"$out/bench_tiny_$p.md" 2>"$out/bench_tiny_$p.log" || true
-    "$bin" bench train --device cuda --precision "$p" --python "$py" \
-        --models resnet50,vit_b16,hybrid_r50_vit_b16 --batch-size 32 --image-size 224 \
-        >"$out/bench_full_$p.md" 2>"$out/bench_full_$p.log" || true
+export RUST_BACKTRACE=1
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+    "$py" -c 'import torch, timm; print("torch", torch.__version__, "timm", timm.__version__)'
+    nproc
+} 2>&1 | tee "$out/gpu.txt"
+for s in $stages; do
+    case "$s" in
+    tiny-bf16 | tiny-f16 | tiny-f32)
+        p="${s#tiny-}"
+        timeout 120 "$bin" bench train --device cuda --precision "$p" --python "$py" \
+            --models resnet_tiny,vit_tiny,hybrid_tiny --batch-size 32 \
+            >"$out/bench_tiny_$p.md" 2>"$out/bench_tiny_$p.log"
+        echo "bench tiny $p: exit $?"
+        ;;
+    full-bf16 | full-f16 | full-f32)
+        # One preset per invocation, so that one failing preset leaves the others' figures.
+        p="${s#full-}"
+        for m in resnet50 vit_b16 hybrid_r50_vit_b16; do
+            timeout 120 "$bin" bench train --device cuda --precision "$p" --python "$py" \
+                --models "$m" --batch-size 32 --image-size 224 \
+                >"$out/bench_${m}_$p.md" 2>"$out/bench_${m}_$p.log"
+            echo "bench $m $p: exit $?"
+        done
+        ;;
+    train)
+        timeout 180 "$bin" train --device cuda --precision bf16 --out "$out/train_bf16" \
+            >"$out/train_bf16.txt" 2>"$out/train_bf16.log"
+        echo "train bf16: exit $?"
+        ;;
+    *) echo "unknown stage $s" ;;
+    esac
 done
-"$bin" train --device cuda --precision bf16 --epochs 2 --out "$out/train_bf16" \
-    >"$out/train_bf16.txt" 2>"$out/train_bf16.log" || true
-tail -n 5 "$out"/*.md "$out/train_bf16.txt"
+# A short summary last (the device tool shows the end of the output): the table rows, the
+# training's test means, and any error.
+grep -H '^| [a-z]' "$out"/*.md
+grep -h 'MEAN' "$out"/train_*.txt 2>/dev/null | tail -n 2
+grep -H -m1 '^error' "$out"/*.log
+tar czf "$out.tgz" --exclude='*.safetensors' -C "$(dirname "$out")" "$(basename "$out")"

@@ -27,6 +27,8 @@ use crate::model::{build, ModelConfig, ModelVars};
 use crate::optim::{params_from_varmap, AdamWConfig, Optimizer, OptimizerConfig};
 use crate::train::config::Precision;
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// The PyTorch side, shipped inside the binary.
 const TORCH_SCRIPT: &str = include_str!("../../benches/torch_train.py");
 
@@ -341,6 +343,8 @@ struct Torch {
     stdout: BufReader<ChildStdout>,
     params: usize,
     version: String,
+    /// Device memory PyTorch's caching allocator held after the last step (CUDA only).
+    reserved: Option<f64>,
 }
 
 impl Torch {
@@ -390,6 +394,7 @@ impl Torch {
             stdout: BufReader::new(stdout),
             params: 0,
             version: String::new(),
+            reserved: None,
         };
         let ready = t.read_json()?;
         t.params = ready["params"].as_u64().unwrap_or(0) as usize;
@@ -426,6 +431,7 @@ impl Torch {
             .map_err(|e| format!("writing to PyTorch: {e}"))?;
         let v = self.read_json()?;
         let f = |k: &str| v[k].as_f64().ok_or(format!("PyTorch reply lacks {k}: {v}"));
+        self.reserved = v["reserved"].as_f64();
         Ok([f("fwd")?, f("bwd")?, f("opt")?])
     }
 }
@@ -518,10 +524,22 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
             };
             let phase = if i < opts.warmup { "warm-up" } else { "timed" };
             log(&format!(
-                "{preset}: {phase} step {}: ours {:.2} s{}",
+                "{preset}: {phase} step {}: ours {:.2} s{}{}",
                 i + 1,
                 s.iter().sum::<f64>(),
                 t.map(|t| format!(", PyTorch {:.2} s", t.iter().sum::<f64>()))
+                    .unwrap_or_default(),
+                crate::config::device_memory(&device)
+                    .map(|(used, total)| format!(
+                        " (GPU memory in use, both sides: {:.1} of {:.1} GiB{})",
+                        used as f64 / GIB,
+                        total as f64 / GIB,
+                        torch
+                            .as_ref()
+                            .and_then(|t| t.reserved)
+                            .map(|r| format!(", PyTorch reserves {:.1}", r / GIB))
+                            .unwrap_or_default()
+                    ))
                     .unwrap_or_default()
             ));
             if i >= opts.warmup {

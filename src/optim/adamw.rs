@@ -316,6 +316,42 @@ mod tests {
         }
     }
 
+    /// On the candle-ops path (the GPU's) the moments are tensors kept from step to step; made
+    /// from a gradient that still tracked its graph, they chained every step's graph to the
+    /// next (11 GB more per ResNet-50 step on CUDA). After real backward passes through a
+    /// variable input, no state tensor may track an op.
+    #[test]
+    fn state_from_real_gradients_keeps_no_graph() {
+        let x = Var::from_tensor(
+            &Tensor::arange(0f64, 6.0, &Device::Cpu)
+                .unwrap()
+                .reshape((2, 3))
+                .unwrap(),
+        )
+        .unwrap();
+        let w = Var::from_tensor(&Tensor::ones((3, 2), DType::F64, &Device::Cpu).unwrap()).unwrap();
+        let params = vec![Param {
+            name: "w".into(),
+            var: w.clone(),
+            decay: true,
+        }];
+        let mut opt = AdamW::new(params, AdamWConfig::default()).unwrap();
+        for _ in 0..2 {
+            let loss = x
+                .matmul(w.as_tensor())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            opt.step(&grads, 1e-3).unwrap();
+        }
+        for (name, t) in opt.state().unwrap() {
+            assert!(!t.track_op(), "optimizer state {name} tracks an op graph");
+        }
+    }
+
     #[test]
     fn fused_cpu_path_matches_torch_adamw() {
         run_case("adamw", None);
