@@ -531,7 +531,7 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
                     .unwrap_or_default(),
                 crate::config::device_memory(&device)
                     .map(|(used, total)| format!(
-                        " (GPU memory in use, both sides: {:.1} of {:.1} GiB{})",
+                        " (GPU memory in use, all processes: {:.1} of {:.1} GiB{})",
                         used as f64 / GIB,
                         total as f64 / GIB,
                         torch
