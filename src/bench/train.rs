@@ -54,6 +54,10 @@ pub struct TrainBenchOptions {
     pub device: String,
     /// `f32`, or mixed precision `bf16` / `f16` on both sides.
     pub precision: Precision,
+    /// Our CPU matrix products (`high` = `bf16×3` on AMX); PyTorch keeps its default
+    /// (`highest`, its fastest `f32` path on this CPU: its `high` runs oneDNN's slower `tf32`
+    /// emulation here), so a `high` row is compared against PyTorch in `f32`.
+    pub matmul_precision: crate::ops::sgemm::MatmulPrecision,
 }
 
 impl Default for TrainBenchOptions {
@@ -73,6 +77,7 @@ impl Default for TrainBenchOptions {
             python: None,
             device: "cpu".into(),
             precision: Precision::F32,
+            matmul_precision: Default::default(),
         }
     }
 }
@@ -107,6 +112,23 @@ impl TrainBenchOptions {
             }
         }
         Ok(())
+    }
+}
+
+/// Device and precision of both sides, e.g. `cpu f32`, or `cpu f32, ours bf16x3 (AMX)` when our
+/// matrix products run at `high`.
+fn setup_label(opts: &TrainBenchOptions) -> String {
+    use crate::ops::sgemm::{set_matmul_precision, MatmulPrecision};
+    let base = format!("{} {:?}", opts.device, opts.precision).to_lowercase();
+    let cpu =
+        crate::config::parse_device(&opts.device).ok() == Some(crate::config::DeviceSpec::Cpu);
+    match (
+        opts.matmul_precision,
+        cpu && set_matmul_precision(opts.matmul_precision),
+    ) {
+        (MatmulPrecision::High, true) => format!("{base}, our matmuls bf16x3 (AMX)"),
+        (MatmulPrecision::High, false) => format!("{base} (matmul precision high: no AMX, f32)"),
+        (MatmulPrecision::Highest, _) => base,
     }
 }
 
@@ -463,7 +485,7 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
         rows: Vec::new(),
         batch_size: opts.batch_size,
         threads,
-        setup: format!("{} {:?}", opts.device, opts.precision).to_lowercase(),
+        setup: setup_label(opts),
         pytorch_version: None,
     };
     for preset in &opts.models {

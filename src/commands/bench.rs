@@ -48,6 +48,10 @@ pub enum Which {
         /// f32, or mixed precision bf16 | f16 (both sides; PyTorch with autocast).
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Our CPU matrix products: highest (f32) | high (bf16×3 on Intel AMX); PyTorch stays at
+        /// its default (highest).
+        #[arg(long, default_value = "highest")]
+        matmul_precision: String,
         /// Untimed warm-up steps per side (at least 2).
         #[arg(long, default_value_t = 2)]
         warmup: usize,
@@ -92,6 +96,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             python,
             device,
             precision,
+            matmul_precision,
             warmup,
             steps,
             format,
@@ -103,6 +108,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 python: python.clone(),
                 device: device.clone(),
                 precision: crate::commands::train::parse_enum("precision", precision)?,
+                matmul_precision: crate::commands::train::parse_enum(
+                    "matmul-precision",
+                    matmul_precision,
+                )?,
                 warmup: *warmup,
                 steps: *steps,
                 ..Default::default()

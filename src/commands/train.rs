@@ -57,6 +57,10 @@ pub struct TrainFlags {
     /// f32, or mixed precision bf16 | f16 (f32 master weights; f16 with loss scaling).
     #[arg(long, value_name = "P")]
     pub precision: Option<String>,
+    /// CPU matrix products: highest (f32) | high (bf16×3 on Intel AMX, ~1e-5 relative error;
+    /// f32 on CPUs without AMX).
+    #[arg(long, value_name = "P")]
+    pub matmul_precision: Option<String>,
     /// Retrain only the head of the --init checkpoint (backbone frozen, features cached).
     #[arg(long)]
     pub head_only: bool,
@@ -115,6 +119,9 @@ impl TrainFlags {
         }
         if let Some(p) = &self.precision {
             t.precision = parse_enum("precision", p)?;
+        }
+        if let Some(p) = &self.matmul_precision {
+            t.matmul_precision = parse_enum("matmul-precision", p)?;
         }
         if self.head_only {
             t.head_only = true;

@@ -7,6 +7,8 @@
 
 pub mod add_relu;
 pub mod alloc;
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod attention;
 pub(crate) mod avx512;
 pub mod batch_norm;

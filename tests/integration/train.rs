@@ -131,7 +131,8 @@ fn synth_refuses_to_overwrite_and_train_resumes_exactly() {
     assert_eq!(bf.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bf.stderr).contains("bf16"));
 
-    // The design card's command line parses and trains (the hybrid with MentorNet reweighting).
+    // The design card's command line parses and trains (the hybrid with MentorNet reweighting),
+    // here with CPU matrix products at PyTorch's "high" precision.
     let c = dir.path().join("c");
     let o = run(&[
         "train",
@@ -148,13 +149,20 @@ fn synth_refuses_to_overwrite_and_train_resumes_exactly() {
         "16",
         "--epochs",
         "1",
+        "--matmul-precision",
+        "high",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg = std::fs::read_to_string(c.join("config.toml")).unwrap();
     assert!(
-        cfg.contains("preset = \"hybrid_tiny\"") && cfg.contains("tau = 0.5"),
+        cfg.contains("preset = \"hybrid_tiny\"")
+            && cfg.contains("tau = 0.5")
+            && cfg.contains("matmul_precision = \"high\""),
         "{cfg}"
     );
+    // `high` says what it means on this CPU (bf16x3 on AMX, or f32 without AMX).
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("matmul_precision = high"), "{err}");
 }
 
 /// Tensor name → dtype from a safetensors file's JSON header.
