@@ -479,6 +479,28 @@ fn transpose16(r: &mut [__m512; 16]) {
     }
 }
 
+/// Loads `lines` runs of `len ≤ 16` contiguous values, run `i` at `data[at + i·stride]`, and
+/// transposes them: lane `i` of result `j` is element `j` of run `i` (zeros elsewhere).
+///
+/// # Safety
+/// AVX-512F; `lines ≤ 16` and every run lies inside `data`.
+#[target_feature(enable = "avx512f")]
+unsafe fn transposed_block(
+    data: &[f32],
+    at: usize,
+    stride: usize,
+    lines: usize,
+    len: usize,
+) -> [__m512; 16] {
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (i, v) in r.iter_mut().enumerate().take(lines) {
+        // SAFETY: run i lies inside `data` (contract).
+        *v = unsafe { load16(&data[at + i * stride..], 1, len) };
+    }
+    transpose16(&mut r);
+    r
+}
+
 /// [`split_row`] for the `rows` rows from `r0` of an `a` whose rows are strided and columns
 /// contiguous (`a.rs == 1`, a transposed operand such as `dYᵀ`): 16×16 blocks are loaded
 /// along the columns and transposed in registers instead of gathered.
@@ -492,12 +514,8 @@ unsafe fn split_rows_transposed(a: MatRef<'_>, r0: usize, rows: usize, steps: &m
     let mut kb = 0;
     while kb < k {
         let take = (k - kb).min(16);
-        let mut r = [_mm512_setzero_ps(); 16];
-        for (i, v) in r.iter_mut().enumerate().take(take) {
-            // SAFETY: column kb + i, rows r0 .. r0 + rows are in bounds (contract).
-            *v = unsafe { load16(&a.data[(kb + i) * a.cs + r0..], 1, rows) };
-        }
-        transpose16(&mut r);
+        // SAFETY: columns kb .. kb + take, rows r0 .. r0 + rows are in bounds (contract).
+        let r = unsafe { transposed_block(a.data, kb * a.cs + r0, a.cs, take, rows) };
         for (row, &v) in r.iter().enumerate().take(rows) {
             let (hi, lo) = split16(v);
             let at = (kb / TILE_K) * STEP_LEN + row * TILE_K + kb % TILE_K;
@@ -558,12 +576,8 @@ unsafe fn split_pairs(b: MatRef<'_>, c0: usize, cols: usize, steps: &mut [u16]) 
         let mut kb = 0;
         while kb < k {
             let take = (k - kb).min(16);
-            let mut r = [_mm512_setzero_ps(); 16];
-            for (i, v) in r.iter_mut().enumerate().take(cols) {
-                // SAFETY: column c0 + i, rows kb .. kb + take are in bounds (contract).
-                *v = unsafe { load16(&b.data[(c0 + i) * b.cs + kb..], 1, take) };
-            }
-            transpose16(&mut r);
+            // SAFETY: columns c0 .. c0 + cols, rows kb .. kb + take are in bounds (contract).
+            let r = unsafe { transposed_block(b.data, c0 * b.cs + kb, b.cs, cols, take) };
             for q in 0..take.div_ceil(2) {
                 // SAFETY: pair row (kb + 2q) / 2 < 16·steps.
                 unsafe { store_pair(steps, (kb + 2 * q) / 2, r[2 * q], r[2 * q + 1]) };
