@@ -115,9 +115,9 @@ impl TrainBenchOptions {
     }
 }
 
-/// Device and precision of both sides, e.g. `cpu f32`, or `cpu f32, ours bf16x3 (AMX)` when our
-/// matrix products run at `high`.
-fn setup_label(opts: &TrainBenchOptions) -> String {
+/// Applies `opts.matmul_precision` to our CPU matrix products and returns the setup label:
+/// device and precision of both sides, e.g. `cpu f32`, or `cpu f32, our matmuls bf16x3 (AMX)`.
+fn apply_matmul_precision(opts: &TrainBenchOptions) -> String {
     use crate::ops::sgemm::{set_matmul_precision, MatmulPrecision};
     let base = format!("{} {:?}", opts.device, opts.precision).to_lowercase();
     let cpu =
@@ -485,7 +485,7 @@ pub fn run(opts: &TrainBenchOptions, mut log: impl FnMut(&str)) -> Result<TrainB
         rows: Vec::new(),
         batch_size: opts.batch_size,
         threads,
-        setup: setup_label(opts),
+        setup: apply_matmul_precision(opts),
         pytorch_version: None,
     };
     for preset in &opts.models {
