@@ -116,19 +116,18 @@ impl TrainBenchOptions {
 }
 
 /// Applies `opts.matmul_precision` to our CPU matrix products and returns the setup label:
-/// device and precision of both sides, e.g. `cpu f32`, or `cpu f32, our matmuls bf16x3 (AMX)`.
+/// device and precision of both sides, e.g. `cpu f32`, plus what matmul precision `high` means
+/// on this CPU when it was asked for.
 fn apply_matmul_precision(opts: &TrainBenchOptions) -> String {
-    use crate::ops::sgemm::{set_matmul_precision, MatmulPrecision};
     let base = format!("{} {:?}", opts.device, opts.precision).to_lowercase();
     let cpu =
         crate::config::parse_device(&opts.device).ok() == Some(crate::config::DeviceSpec::Cpu);
-    match (
-        opts.matmul_precision,
-        cpu && set_matmul_precision(opts.matmul_precision),
-    ) {
-        (MatmulPrecision::High, true) => format!("{base}, our matmuls bf16x3 (AMX)"),
-        (MatmulPrecision::High, false) => format!("{base} (matmul precision high: no AMX, f32)"),
-        (MatmulPrecision::Highest, _) => base,
+    match cpu
+        .then(|| crate::ops::sgemm::set_matmul_precision(opts.matmul_precision))
+        .flatten()
+    {
+        Some(what) => format!("{base}; ours at matmul precision high: {what}"),
+        None => base,
     }
 }
 

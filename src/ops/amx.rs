@@ -15,7 +15,7 @@
 //! `tileloadd` from L1 took about 2.5 times a `tdpbf16ps`), so the three products of a step share
 //! loads: 10 tile loads per 12 products. x86-64 only (the module is compiled there alone).
 
-use super::sgemm::MatRef;
+use super::sgemm::{MatRef, StridedDst};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -92,16 +92,14 @@ impl Packed {
     }
 }
 
-/// `dst[r * dst_rs + c * dst_cs] (+)= (a @ b)[r, c]` in `bf16×3` on AMX.
+/// `out(r, c) (+)= (a @ b)[r, c]` in `bf16×3` on AMX.
 ///
 /// # Safety
-/// [`available`] must be true; `dst` must be valid for writes at every `(r, c)` of the
+/// [`available`] must be true; `out` must be valid for writes at every `(r, c)` of the
 /// `a.rows × b.cols` product through its strides, not aliased by `a` or `b`, and the spans of
 /// `a` and `b` must have been checked. `a.cols == b.rows > 0`.
 pub(crate) unsafe fn gemm_bf16x3(
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
+    out: StridedDst,
     a: MatRef<'_>,
     b: MatRef<'_>,
     accumulate: bool,
@@ -117,11 +115,6 @@ pub(crate) unsafe fn gemm_bf16x3(
     let tasks: Vec<(usize, usize)> = (0..m.div_ceil(MC))
         .flat_map(|i| (0..n.div_ceil(NC)).map(move |j| (i * MC, j * NC)))
         .collect();
-    let out = Out {
-        dst,
-        rs: dst_rs,
-        cs: dst_cs,
-    };
     let run = |&(r0, c0): &(usize, usize)| {
         let rows = (m - r0).min(MC);
         let cols = (n - c0).min(NC);
@@ -134,16 +127,6 @@ pub(crate) unsafe fn gemm_bf16x3(
         tasks.iter().for_each(run);
     }
 }
-
-/// The destination of one product, shared by its tasks (which write disjoint elements).
-struct Out {
-    dst: *mut f32,
-    rs: usize,
-    cs: usize,
-}
-
-// SAFETY: only shared among the tasks of one `gemm_bf16x3` call, which write disjoint elements.
-unsafe impl Sync for Out {}
 
 /// Loads the tile configuration (eight 16 × 64-byte tiles) on this thread, and releases the
 /// tile state when dropped.
@@ -187,7 +170,7 @@ impl Drop for TileScope {
 unsafe fn block_task(
     pa: &Packed,
     pb: &Packed,
-    out: &Out,
+    out: &StridedDst,
     r0: usize,
     rows: usize,
     c0: usize,
@@ -229,7 +212,7 @@ unsafe fn block_task(
         for (c, &v) in src.iter().enumerate() {
             // SAFETY: (r0 + r, c0 + c) is inside the product; this task owns the block.
             unsafe {
-                let d = out.dst.add((r0 + r) * out.rs + (c0 + c) * out.cs);
+                let d = out.at(r0 + r, c0 + c);
                 *d = if accumulate { *d + v } else { v };
             }
         }
@@ -356,8 +339,8 @@ fn split16(x: __m512) -> (__m512i, __m512i) {
 /// AVX-512F and BW must be available; `a`'s span must have been checked.
 unsafe fn pack_a(a: MatRef<'_>, mt: usize, kt: usize, par: bool) -> Packed {
     let k = a.cols;
-    let mut data = unfilled(mt * kt * STEP_LEN);
-    let fill = |(t, steps): (usize, &mut [u16])| {
+    let data = unfilled(mt * kt * STEP_LEN);
+    let fill = |t: usize, steps: &mut [u16]| {
         let rows = a.rows.saturating_sub(t * TILE_ROWS).min(TILE_ROWS);
         // Zero what the rows below do not write: the rows past `rows` in every step, and the
         // last step (its columns past `k`).
@@ -380,11 +363,24 @@ unsafe fn pack_a(a: MatRef<'_>, mt: usize, kt: usize, par: bool) -> Packed {
             unsafe { split_row(&a.data[row..], a.cs, k, r, steps) };
         }
     };
-    let chunks = data.chunks_mut(kt * STEP_LEN).enumerate();
+    pack(data, kt, par, fill)
+}
+
+/// Runs `fill(t, steps)` on each row (or column) tile's `kt` steps of `data`, on rayon's pool
+/// when `par`; `fill` must write or zero every element of its steps.
+fn pack(
+    mut data: Vec<u16>,
+    kt: usize,
+    par: bool,
+    fill: impl Fn(usize, &mut [u16]) + Sync,
+) -> Packed {
+    let fill = |(t, steps): (usize, &mut [u16])| fill(t, steps);
     if par {
-        chunks.par_bridge().for_each(fill);
+        data.par_chunks_mut(kt * STEP_LEN)
+            .enumerate()
+            .for_each(fill);
     } else {
-        chunks.for_each(fill);
+        data.chunks_mut(kt * STEP_LEN).enumerate().for_each(fill);
     }
     Packed { data, kt }
 }
@@ -424,16 +420,29 @@ unsafe fn split_row(x: &[f32], stride: usize, k: usize, r: usize, steps: &mut [u
     while j < k {
         let take = (k - j).min(16);
         // SAFETY: elements j .. j + take of the row are in bounds (contract).
-        let (hi, lo) = split16(unsafe { load16(&x[j * stride..], stride, take) });
-        // Step j / 32, row r, columns j % 32 .. + 16 of its high tile, then its low tile.
-        let at = (j / TILE_K) * STEP_LEN + r * TILE_K + j % TILE_K;
-        // SAFETY: `at + TILE_LEN + 16 ≤ steps.len()` (j < k ≤ 32·steps, r < 16).
-        unsafe {
-            let p = steps.as_mut_ptr().add(at);
-            _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(hi));
-            _mm256_storeu_si256(p.add(TILE_LEN).cast(), _mm512_cvtepi32_epi16(lo));
-        }
+        let v = unsafe { load16(&x[j * stride..], stride, take) };
+        // SAFETY: j < k ≤ 32·steps, r < 16.
+        unsafe { store_row16(steps, r, j, v) };
         j += 16;
+    }
+}
+
+/// Splits 16 values of row `r` of A at reduction steps `j .. j + 16` (`j` a multiple of 16) and
+/// stores them in row `r`, columns `j % 32 ..` of step `j / 32`'s high tile, then its low tile.
+///
+/// # Safety
+/// AVX-512F and BW; `r < 16` and `j < 32 · steps` for the steps that `steps` holds.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store_row16(steps: &mut [u16], r: usize, j: usize, v: __m512) {
+    let (hi, lo) = split16(v);
+    let at = (j / TILE_K) * STEP_LEN + r * TILE_K + j % TILE_K;
+    debug_assert!(at + TILE_LEN + 16 <= steps.len());
+    // SAFETY: both 16-value runs lie inside `steps` (contract).
+    unsafe {
+        let p = steps.as_mut_ptr().add(at);
+        _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(hi));
+        _mm256_storeu_si256(p.add(TILE_LEN).cast(), _mm512_cvtepi32_epi16(lo));
     }
 }
 
@@ -517,14 +526,8 @@ unsafe fn split_rows_transposed(a: MatRef<'_>, r0: usize, rows: usize, steps: &m
         // SAFETY: columns kb .. kb + take, rows r0 .. r0 + rows are in bounds (contract).
         let r = unsafe { transposed_block(a.data, kb * a.cs + r0, a.cs, take, rows) };
         for (row, &v) in r.iter().enumerate().take(rows) {
-            let (hi, lo) = split16(v);
-            let at = (kb / TILE_K) * STEP_LEN + row * TILE_K + kb % TILE_K;
-            // SAFETY: as in `split_row`.
-            unsafe {
-                let p = steps.as_mut_ptr().add(at);
-                _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(hi));
-                _mm256_storeu_si256(p.add(TILE_LEN).cast(), _mm512_cvtepi32_epi16(lo));
-            }
+            // SAFETY: kb < k ≤ 32·steps, row < 16.
+            unsafe { store_row16(steps, row, kb, v) };
         }
         kb += 16;
     }
@@ -537,8 +540,8 @@ unsafe fn split_rows_transposed(a: MatRef<'_>, r0: usize, rows: usize, steps: &m
 /// # Safety
 /// AVX-512F must be available; `b`'s span must have been checked.
 unsafe fn pack_b(b: MatRef<'_>, nt: usize, kt: usize, par: bool) -> Packed {
-    let mut data = unfilled(nt * kt * STEP_LEN);
-    let fill = |(t, steps): (usize, &mut [u16])| {
+    let data = unfilled(nt * kt * STEP_LEN);
+    let fill = |t: usize, steps: &mut [u16]| {
         let cols = b.cols.saturating_sub(t * TILE_ROWS).min(TILE_ROWS);
         // Zero what the pairs below do not write: a tile past the last column, and the last
         // step (its pair rows past `k`). Columns past `cols` are written as zeros.
@@ -552,13 +555,7 @@ unsafe fn pack_b(b: MatRef<'_>, nt: usize, kt: usize, par: bool) -> Packed {
             unsafe { split_pairs(b, t * TILE_ROWS, cols, steps) };
         }
     };
-    let chunks = data.chunks_mut(kt * STEP_LEN).enumerate();
-    if par {
-        chunks.par_bridge().for_each(fill);
-    } else {
-        chunks.for_each(fill);
-    }
-    Packed { data, kt }
+    pack(data, kt, par, fill)
 }
 
 /// For rows `s, s + 1` of columns `c0 .. c0 + cols` of `b`, writes pair row `s / 2`:
@@ -651,6 +648,27 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
+    /// `gemm_bf16x3` into `dst` through strides `rs`, `cs` (AMX must be available).
+    fn product(
+        dst: &mut [f32],
+        rs: usize,
+        cs: usize,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        accumulate: bool,
+        threads: usize,
+    ) {
+        assert!(available() && dst.len() >= a.rows * b.cols);
+        let out = StridedDst {
+            ptr: dst.as_mut_ptr(),
+            rs,
+            cs,
+        };
+        // SAFETY: AMX is available; `dst` holds the `a.rows × b.cols` product through strides
+        // that the callers pick to stay inside it.
+        unsafe { gemm_bf16x3(out, a, b, accumulate, threads) };
+    }
+
     /// Largest error over the largest reference magnitude.
     fn rel_err(got: &[f32], want: &[f64]) -> f64 {
         let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -693,14 +711,12 @@ mod tests {
                 let want = reference(am, bm);
                 for threads in [1, 2] {
                     let mut got = vec![f32::NAN; m * n];
-                    // SAFETY: AMX is available; `got` is m x n row-major.
-                    unsafe { gemm_bf16x3(got.as_mut_ptr(), n, 1, am, bm, false, threads) };
+                    product(&mut got, n, 1, am, bm, false, threads);
                     let e = rel_err(&got, &want);
                     assert!(e < 1e-4, "{m}x{k}x{n} t{ta}{tb} threads {threads}: {e}");
                     // Accumulating into a transposed destination.
                     let mut acc = vec![1f32; m * n];
-                    // SAFETY: as above, through the transposed strides.
-                    unsafe { gemm_bf16x3(acc.as_mut_ptr(), 1, m, am, bm, true, threads) };
+                    product(&mut acc, 1, m, am, bm, true, threads);
                     let mut back = vec![0f32; m * n];
                     for r in 0..m {
                         for c in 0..n {
@@ -753,8 +769,7 @@ mod tests {
         let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
         let want = reference(am, bm);
         let mut got = vec![0f32; m * n];
-        // SAFETY: AMX is available; `got` is m x n.
-        unsafe { gemm_bf16x3(got.as_mut_ptr(), n, 1, am, bm, false, 1) };
+        product(&mut got, n, 1, am, bm, false, 1);
         // Rounded to bf16 by candle (the `half` crate), independently of our split.
         let bf = |v: &[f32]| -> Vec<f32> {
             use candle_core::{DType, Device, Tensor};

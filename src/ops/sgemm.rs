@@ -21,11 +21,18 @@ pub enum MatmulPrecision {
 
 static HIGH: AtomicBool = AtomicBool::new(false);
 
-/// Sets the precision of every later CPU matrix product in this process. Returns whether
-/// `bf16×3` is actually in effect (`High` on a CPU with AMX).
-pub fn set_matmul_precision(p: MatmulPrecision) -> bool {
+/// Sets the precision of every later CPU matrix product in this process. Returns what `High`
+/// means on this CPU, for the caller to report (`None` for `Highest`).
+pub fn set_matmul_precision(p: MatmulPrecision) -> Option<&'static str> {
     HIGH.store(p == MatmulPrecision::High, Ordering::Relaxed);
-    bf16x3_in_effect()
+    (p == MatmulPrecision::High).then(|| {
+        if bf16x3_in_effect() {
+            "CPU matrix products run in bf16x3 on AMX (about 1e-5 relative error instead of \
+             f32's 1e-7)"
+        } else {
+            "this CPU (or OS) offers no AMX bf16: matrix products stay f32"
+        }
+    })
 }
 
 /// Whether CPU matrix products currently run in `bf16×3` on AMX.
@@ -169,19 +176,20 @@ pub fn sgemm_strided(
         }
         return Ok(());
     }
+    let dst = StridedDst {
+        ptr: dst.as_mut_ptr(),
+        rs: dst_rs,
+        cs: dst_cs,
+    };
     #[cfg(target_arch = "x86_64")]
     if use_amx(bf16x3_in_effect(), m, n, k, a.cs, b.cs) {
         // SAFETY: AMX is available (`bf16x3_in_effect`); the spans were checked above and
         // `dst` is exclusively borrowed.
-        unsafe {
-            super::amx::gemm_bf16x3(dst.as_mut_ptr(), dst_rs, dst_cs, a, b, accumulate, threads)
-        };
+        unsafe { super::amx::gemm_bf16x3(dst, a, b, accumulate, threads) };
         return Ok(());
     }
     let raw = Raw {
-        dst: dst.as_mut_ptr(),
-        dst_rs,
-        dst_cs,
+        dst,
         a,
         b,
         accumulate,
@@ -230,20 +238,38 @@ fn split(m: usize, n: usize, k: usize, threads: usize) -> Option<(bool, usize)> 
     (chunk < len).then_some((rows, chunk))
 }
 
-/// One GEMM call's operands with the destination as a raw pointer, so that disjoint parts of
-/// it can be written from several threads.
+/// A GEMM's destination as a raw pointer with its strides (element `(r, c)` at
+/// `ptr + r * rs + c * cs`), so that disjoint parts of it can be written from several threads.
+#[derive(Clone, Copy)]
+pub(crate) struct StridedDst {
+    pub ptr: *mut f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+// SAFETY: a `StridedDst` is only shared among the threads of one product, which write disjoint
+// elements of it.
+unsafe impl Sync for StridedDst {}
+
+impl StridedDst {
+    /// Pointer to element `(r, c)`.
+    ///
+    /// # Safety
+    /// `(r, c)` must lie inside the destination whose span the caller checked.
+    pub unsafe fn at(self, r: usize, c: usize) -> *mut f32 {
+        // SAFETY: the contract.
+        unsafe { self.ptr.add(r * self.rs + c * self.cs) }
+    }
+}
+
+/// One GEMM call's operands and destination, shared by the threads of a split product (which
+/// only read `a` and `b`).
 struct Raw<'a> {
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
+    dst: StridedDst,
     a: MatRef<'a>,
     b: MatRef<'a>,
     accumulate: bool,
 }
-
-// SAFETY: `Raw` is only shared among the threads of one `sgemm_strided` call, which write
-// disjoint elements of `dst` and only read `a` and `b`.
-unsafe impl Sync for Raw<'_> {}
 
 impl Raw<'_> {
     /// `dst[rows, cols] (+)= a[rows, :] @ b[:, cols]`.
@@ -263,10 +289,9 @@ impl Raw<'_> {
                 rows.len(),
                 cols.len(),
                 a.cols,
-                self.dst
-                    .add(rows.start * self.dst_rs + cols.start * self.dst_cs),
-                self.dst_cs as isize,
-                self.dst_rs as isize,
+                self.dst.at(rows.start, cols.start),
+                self.dst.cs as isize,
+                self.dst.rs as isize,
                 self.accumulate,
                 a.data.as_ptr().add(rows.start * a.rs),
                 a.cs as isize,

@@ -64,23 +64,6 @@ pub struct RunOptions {
     pub stop_after_epoch: Option<usize>,
 }
 
-/// Applies `train.matmul_precision` to this process's CPU matrix products and says on stderr
-/// what it means on this CPU.
-fn report_matmul_precision(p: crate::ops::sgemm::MatmulPrecision) {
-    use crate::ops::sgemm::{set_matmul_precision, MatmulPrecision};
-    match (p, set_matmul_precision(p)) {
-        (MatmulPrecision::Highest, _) => {}
-        (MatmulPrecision::High, true) => eprintln!(
-            "note: train.matmul_precision = high: CPU matrix products run in bf16x3 on AMX \
-             (about 1e-5 relative error instead of f32's 1e-7)"
-        ),
-        (MatmulPrecision::High, false) => eprintln!(
-            "note: train.matmul_precision = high, but this CPU (or OS) offers no AMX bf16: \
-             matrix products stay f32"
-        ),
-    }
-}
-
 /// Trains according to `cfg` (already validated), writing into `cfg.out`.
 pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
     let resume = opts.resume;
@@ -94,7 +77,9 @@ pub fn run(cfg: &Config, opts: RunOptions) -> Result<Outcome> {
         );
     }
     if device.is_cpu() {
-        report_matmul_precision(cfg.train.matmul_precision);
+        if let Some(what) = crate::ops::sgemm::set_matmul_precision(cfg.train.matmul_precision) {
+            eprintln!("note: train.matmul_precision = high: {what}");
+        }
     }
     crate::commands::synth::ensure_dataset(cfg)?;
     let out = cfg.out.clone();
