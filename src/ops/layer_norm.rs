@@ -32,7 +32,11 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
             x.dims()
         )));
     }
-    if !(cpu_f32(x) && cpu_f32(gamma) && cpu_f32(beta)) {
+    let on_gpu = super::softmax::cuda_kernels(x)
+        && gamma.device().same_device(x.device())
+        && gamma.dtype() == x.dtype()
+        && beta.dtype() == x.dtype();
+    if !on_gpu && !(cpu_f32(x) && cpu_f32(gamma) && cpu_f32(beta)) {
         return Ok(candle_nn::ops::layer_norm_slow(x, gamma, beta, eps as f32)?);
     }
     let op = LayerNormOp {
@@ -135,6 +139,19 @@ impl CustomOp3 for LayerNormOp {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::layer_norm_fwd((s1, l1), (s2, l2), (s3, l3), self.eps)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -144,6 +161,17 @@ impl CustomOp3 for LayerNormOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let d = gamma.elem_count();
+            let n = x.elem_count();
+            let all = x.apply_op3_no_bwd(gamma, &grad, &LayerNormGrad { eps: self.eps })?;
+            return Ok((
+                Some(all.narrow(0, 0, n)?.reshape(x.shape())?),
+                Some(all.narrow(0, n, d)?),
+                Some(all.narrow(0, n + d, d)?),
+            ));
+        }
         let (xv, dyv, gv) = (
             view_f32(x).map_err(to_candle)?,
             view_f32(&grad).map_err(to_candle)?,
@@ -199,6 +227,44 @@ impl CustomOp3 for LayerNormOp {
             Some(Tensor::from_vec(dg, d, dev)?),
             Some(Tensor::from_vec(db, d, dev)?),
         ))
+    }
+}
+
+/// LayerNorm backward as an op of its own for the GPU: `(x, γ, dy) → [dx, dγ, dβ]` flattened
+/// into one tensor of `x.len() + 2·d` elements (a custom op has one output).
+#[cfg(feature = "cuda")]
+struct LayerNormGrad {
+    eps: f32,
+}
+
+#[cfg(feature = "cuda")]
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "noisycxr-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("noisycxr-layer-norm-grad runs on CUDA only (the CPU backward is fused)")
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::layer_norm_bwd((s1, l1), (s2, l2), (s3, l3), self.eps)
     }
 }
 

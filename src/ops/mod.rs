@@ -2,7 +2,8 @@
 //!
 //! Each kernel has a CPU `f32` path of our own (multi-threaded on rayon's global pool) and falls
 //! back to candle's own tensor ops on every other device and dtype, so CUDA keeps working
-//! through candle. Each is checked against the plain candle ops on random inputs, gradients
+//! through candle; softmax, LayerNorm and the AdamW update also have CUDA kernels of our own
+//! ([`cuda`], `--features cuda`). Each is checked against the plain candle ops on random inputs, gradients
 //! included (relative error < 1e-4).
 
 pub mod add_relu;
@@ -15,6 +16,8 @@ pub mod batch_norm;
 mod blocks;
 mod candle_patches;
 pub mod conv2d;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod fastmath;
 pub mod gelu;
 pub mod group_norm;

@@ -16,13 +16,58 @@ use crate::error::Result;
 /// # Shapes
 /// `[..., D]` → `[..., D]`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.rank() > 0 && cuda_kernels(x) {
+        return Ok(x.contiguous()?.apply_op1(Softmax)?);
+    }
     if !cpu_f32(x) || x.rank() == 0 {
         return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
     }
     Ok(x.contiguous()?.apply_op1(Softmax)?)
 }
 
+/// Whether our CUDA kernels take `t` (always false without `--features cuda`).
+pub(crate) fn cuda_kernels(t: &Tensor) -> bool {
+    #[cfg(feature = "cuda")]
+    return super::cuda::supported(t);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = t;
+        false
+    }
+}
+
 struct Softmax;
+
+/// Softmax backward as an op of its own, `(y, dy) → dx`, for the GPU.
+#[cfg(feature = "cuda")]
+struct SoftmaxGrad;
+
+#[cfg(feature = "cuda")]
+impl candle_core::CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "noisycxr-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("noisycxr-softmax-grad runs on CUDA only (the CPU backward is fused)")
+    }
+
+    fn cuda_fwd(
+        &self,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+        dy: &candle_core::CudaStorage,
+        dyl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::softmax_bwd(y, yl, dy, dyl)
+    }
+}
 
 fn rows_per_task(d: usize) -> usize {
     ((1 << 14) / d.max(1)).max(1)
@@ -49,8 +94,21 @@ impl CustomOp1 for Softmax {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::softmax_fwd(s, l)
+    }
+
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
+        #[cfg(feature = "cuda")]
+        if res.device().is_cuda() {
+            return Ok(Some(res.apply_op2_no_bwd(&grad, &SoftmaxGrad)?));
+        }
         let (yv, dyv) = (
             view_f32(res).map_err(to_candle)?,
             view_f32(&grad).map_err(to_candle)?,

@@ -98,6 +98,7 @@ impl Fixture {
                     name: n.clone(),
                     var,
                     decay,
+                    mirror: None,
                 }
             })
             .collect()

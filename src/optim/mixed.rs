@@ -4,12 +4,13 @@
 //! in; [`MixedPrecision`] keeps an `f32` master of every trainable variable and an inner
 //! optimizer over the masters. One step:
 //!
-//! 1. the half-precision gradients are cast to `f32`;
-//! 2. with `f16`, a step whose gradients hold an inf or NaN is skipped and the loss scale halved
+//! 1. with `f16`, a step whose gradients hold an inf or NaN is skipped and the loss scale halved
 //!    (`torch.amp.GradScaler`'s defaults: initial scale 2¹⁶, backoff 0.5, growth ×2 after 2000
 //!    clean steps); otherwise the gradients are un-scaled inside the inner optimizer's single
 //!    pass ([`Optimizer::step_scaled`]);
-//! 3. the inner optimizer updates the masters, which are cast back into the model's variables.
+//! 2. the inner optimizer reads the half-precision gradients as `f32`, updates the masters and
+//!    writes each into the model's variable, its [`Param::mirror`] — on CUDA with AdamW, all in
+//!    one kernel per parameter.
 //!
 //! `bf16` has `f32`'s exponent range, so it needs no loss scale (scale 1, never skips).
 //!
@@ -103,6 +104,7 @@ impl MixedPrecision {
                 name: p.name.clone(),
                 var: Var::from_tensor(&p.var.to_dtype(DType::F32)?)?,
                 decay: p.decay,
+                mirror: Some(p.var.clone()),
             });
         }
         Ok(MixedPrecision {
@@ -125,41 +127,29 @@ impl MixedPrecision {
 
 impl Optimizer for MixedPrecision {
     fn step_scaled(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
-        let mut g32 = GradStore::default();
-        // Σ g² of the cast gradients, summed on the device so the overflow check syncs once.
-        let mut sq: Option<Tensor> = None;
+        // The half-precision gradients go to the inner optimizer as they are, keyed by the
+        // masters: it casts them (or reads them in its fused CUDA kernel) and writes the new
+        // masters back into the model's variables, the masters' mirrors.
+        let mut gm = GradStore::default();
+        let mut present = Vec::new();
         for (p, m) in self.model.iter().zip(self.inner.params()) {
-            let Some(g) = p.grad(grads, "mixed precision")? else {
+            let Some(g) = p.grad_raw(grads, "mixed precision")? else {
                 continue;
             };
-            let g = g.to_dtype(DType::F32)?;
-            if self.scaler.is_some() {
-                let s = g.sqr()?.sum_all()?;
-                sq = Some(match sq {
-                    Some(acc) => (acc + s)?,
-                    None => s,
-                });
-            }
-            g32.insert(m.var.as_tensor(), g);
+            gm.insert(m.var.as_tensor(), g.clone());
+            present.push(g.clone());
         }
         if let Some(scaler) = self.scaler.as_mut() {
-            let overflow = match sq {
-                Some(s) => !s.to_scalar::<f32>()?.is_finite(),
-                None => false,
-            };
+            let overflow = any_nonfinite(&present)?;
             let scale = scaler.scale;
             scaler.update(overflow);
             if overflow {
                 return Ok(());
             }
-            self.inner.step_scaled(&g32, lr, grad_scale / scale)?;
+            self.inner.step_scaled(&gm, lr, grad_scale / scale)
         } else {
-            self.inner.step_scaled(&g32, lr, grad_scale)?;
+            self.inner.step_scaled(&gm, lr, grad_scale)
         }
-        for (p, m) in self.model.iter().zip(self.inner.params()) {
-            p.var.set(&m.var.to_dtype(p.var.dtype())?)?;
-        }
-        Ok(())
     }
 
     fn loss_scale(&self) -> f64 {
@@ -236,6 +226,27 @@ impl Optimizer for MixedPrecision {
     }
 }
 
+/// Whether any of `grads` holds an inf or NaN, with one device sync: our CUDA kernel on the
+/// GPU, the sum of the squares in `f32` (inf or NaN then) elsewhere.
+fn any_nonfinite(grads: &[Tensor]) -> Result<bool> {
+    #[cfg(feature = "cuda")]
+    if grads.iter().all(crate::ops::cuda::supported) {
+        return Ok(crate::ops::cuda::any_nonfinite(grads)?);
+    }
+    let mut sq: Option<Tensor> = None;
+    for g in grads {
+        let s = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
+        sq = Some(match sq {
+            Some(acc) => (acc + s)?,
+            None => s,
+        });
+    }
+    Ok(match sq {
+        Some(s) => !s.to_scalar::<f32>()?.is_finite(),
+        None => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +261,7 @@ mod tests {
             name: "w".into(),
             var: Var::from_tensor(&t)?,
             decay: false,
+            mirror: None,
         }])
     }
 
@@ -308,6 +320,70 @@ mod tests {
             "{m:?}"
         );
         assert_eq!(opt.skipped_steps(), 1);
+        Ok(())
+    }
+
+    /// On CUDA (GPU machines only: `--features cuda`, skipped without a device), AdamW over
+    /// `bf16` and `f16` models runs our fused kernel (half gradients in, model variables out)
+    /// and the overflow check runs on the device; both must match the CPU path step for step.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_fused_mixed_adamw_matches_cpu() -> Result<()> {
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("skipped: no CUDA device");
+            return Ok(());
+        };
+        let cfg = OptimizerConfig::Adamw(AdamWConfig::default());
+        let n = 5000;
+        let init = crate::ops::testutil::random(&[n, 1], 11);
+        for dt in [DType::BF16, DType::F16] {
+            let on = |dev: &Device| -> Result<Vec<Param>> {
+                Ok(vec![Param {
+                    name: "w".into(),
+                    var: Var::from_tensor(&init.to_dtype(dt)?.to_device(dev)?)?,
+                    decay: true,
+                    mirror: None,
+                }])
+            };
+            let (pc, pg) = (on(&Device::Cpu)?, on(&gpu)?);
+            let (mut oc, mut og) = (
+                MixedPrecision::new(pc.clone(), &cfg)?,
+                MixedPrecision::new(pg.clone(), &cfg)?,
+            );
+            for step in 0..4u64 {
+                let mut g = crate::ops::testutil::random(&[n, 1], 20 + step).affine(1000.0, 0.0)?;
+                if step == 1 && dt == DType::F16 {
+                    // An overflow: both skip the step and halve the scale.
+                    g = g.affine(1e9, 0.0)?;
+                }
+                let (mut sc, mut sg) = (GradStore::default(), GradStore::default());
+                sc.insert(pc[0].var.as_tensor(), g.to_dtype(dt)?);
+                sg.insert(pg[0].var.as_tensor(), g.to_dtype(dt)?.to_device(&gpu)?);
+                oc.step(&sc, 1e-2)?;
+                og.step(&sg, 1e-2)?;
+                assert_eq!(oc.loss_scale(), og.loss_scale(), "{dt:?} step {step}");
+                let e = crate::ops::testutil::max_rel_err(
+                    og.masters()[0].var.as_tensor(),
+                    oc.masters()[0].var.as_tensor(),
+                );
+                assert!(e < 1e-5, "{dt:?} step {step}: masters differ by {e}");
+                // The model's variables: the masters rounded to the half dtype (one ulp at most
+                // where the two masters round differently).
+                let e =
+                    crate::ops::testutil::max_rel_err(pg[0].var.as_tensor(), pc[0].var.as_tensor());
+                assert!(
+                    e < 1e-2,
+                    "{dt:?} step {step}: model variables differ by {e}"
+                );
+                let master = og.masters()[0].var.to_dtype(dt)?;
+                let e = crate::ops::testutil::max_rel_err(pg[0].var.as_tensor(), &master);
+                assert_eq!(
+                    e, 0.0,
+                    "{dt:?} step {step}: the model is not its master rounded"
+                );
+            }
+            assert_eq!(og.skipped_steps(), oc.skipped_steps());
+        }
         Ok(())
     }
 

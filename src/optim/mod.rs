@@ -45,12 +45,30 @@ pub struct Param {
     pub name: String,
     pub var: Var,
     pub decay: bool,
+    /// A lower-precision copy that every update writes with the parameter's new value: under
+    /// mixed precision, the model's own `bf16`/`f16` variable of this `f32` master (whose
+    /// gradient, in that dtype, is what `step` receives for the master).
+    pub mirror: Option<Var>,
 }
 
 impl Param {
-    /// This parameter's gradient in `grads`: `None` when it has none (skipped, like PyTorch's
-    /// `grad is None`), an error naming `optimizer` and the parameter when its shape differs.
-    pub fn grad<'a>(&self, grads: &'a GradStore, optimizer: &str) -> Result<Option<&'a Tensor>> {
+    /// This parameter's gradient in `grads`, cast to the parameter's dtype: `None` when it has
+    /// none (skipped, like PyTorch's `grad is None`), an error naming `optimizer` and the
+    /// parameter when its shape differs.
+    pub fn grad(&self, grads: &GradStore, optimizer: &str) -> Result<Option<Tensor>> {
+        Ok(match self.grad_raw(grads, optimizer)? {
+            Some(g) if g.dtype() != self.var.dtype() => Some(g.to_dtype(self.var.dtype())?),
+            Some(g) => Some(g.clone()),
+            None => None,
+        })
+    }
+
+    /// [`Param::grad`] in the dtype it was stored in (a mirror's, under mixed precision).
+    pub fn grad_raw<'a>(
+        &self,
+        grads: &'a GradStore,
+        optimizer: &str,
+    ) -> Result<Option<&'a Tensor>> {
         let Some(g) = grads.get(self.var.as_tensor()) else {
             return Ok(None);
         };
@@ -63,6 +81,14 @@ impl Param {
             )));
         }
         Ok(Some(g))
+    }
+
+    /// Writes the parameter's value into its [`Param::mirror`], if it has one.
+    pub(crate) fn sync_mirror(&self) -> Result<()> {
+        if let Some(m) = &self.mirror {
+            m.set(&self.var.to_dtype(m.dtype())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +208,7 @@ pub fn params_from_varmap(varmap: &VarMap, keep: impl Fn(&str) -> bool) -> Resul
             name: name.clone(),
             var: var.clone(),
             decay: decays(name, var.rank()),
+            mirror: None,
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -175,7 +175,7 @@ impl Optimizer for Sgd {
                 } else {
                     None
                 };
-                update_host(&param.var, g, |p, g| {
+                update_host(&param.var, &g, |p, g| {
                     match buf {
                         Some(b) => p
                             .par_chunks_mut(CHUNK)
@@ -217,6 +217,7 @@ impl Optimizer for Sgd {
                 let next = (p + d.affine(-lr, 0.0)?)?;
                 param.var.set(&next)?;
             }
+            param.sync_mirror()?;
         }
         Ok(())
     }
