@@ -28,6 +28,12 @@ pub fn supported(t: &Tensor) -> bool {
     t.device().is_cuda() && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
 }
 
+/// The CPU side of a GPU-only backward op: an error (the CPU backward is fused into the forward
+/// op's own `bwd`, so this is never reached).
+pub(crate) fn cuda_only<T>(op: &str) -> candle_core::Result<T> {
+    bail!("{op} runs on CUDA only (on the CPU the backward is fused into the forward op)")
+}
+
 /// The kernel-name suffix of a dtype.
 fn suffix(dt: DType) -> candle_core::Result<&'static str> {
     Ok(match dt {

@@ -252,7 +252,7 @@ impl CustomOp3 for LayerNormGrad {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("noisycxr-layer-norm-grad runs on CUDA only (the CPU backward is fused)")
+        super::cuda::cuda_only(self.name())
     }
 
     fn cuda_fwd(

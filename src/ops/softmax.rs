@@ -55,7 +55,7 @@ impl candle_core::CustomOp2 for SoftmaxGrad {
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("noisycxr-softmax-grad runs on CUDA only (the CPU backward is fused)")
+        super::cuda::cuda_only(self.name())
     }
 
     fn cuda_fwd(
