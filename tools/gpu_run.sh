@@ -3,7 +3,7 @@
 # Rust toolchain: the CUDA binary is built elsewhere (README, "Building for CUDA") and brought
 # along gzipped, since a stripped one is ~90 MB:
 #
-#   strip -o dist/noisycxr-cuda target-cuda/release/noisycxr && gzip -f dist/noisycxr-cuda
+#   strip -o dist/noisycxr-cuda target-cuda/release/noisycxr && xz -T2 -f dist/noisycxr-cuda
 #   # on the GPU machine, from the repository root:
 #   tools/gpu_run.sh [OUT_DIR] [STAGES]
 #
@@ -21,8 +21,9 @@ out="${1:-gpu-out}"
 stages="${2:-tiny-bf16 full-bf16 tiny-f16 full-f16 train}"
 mkdir -p "$out"
 bin=dist/noisycxr-cuda
+# Brought along as .gz, or as .xz (a third the size: the device tool carries 64 MiB at most).
 if [ ! -x "$bin" ]; then
-    gunzip -kf "$bin.gz"
+    if [ -f "$bin.xz" ]; then xz -dkf "$bin.xz"; else gunzip -kf "$bin.gz"; fi
     chmod +x "$bin"
 fi
 py="${PYTHON:-python3}"
