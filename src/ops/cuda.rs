@@ -161,17 +161,15 @@ pub fn adamw_update(
             bail!("adamw (CUDA): {what} is {:?}, expected f32", t.dtype())
         }
     }
-    let (gs, ms) = (
-        suffix(g.dtype())?,
-        mirror.map(|t| t.dtype()).unwrap_or(g.dtype()),
-    );
-    if g.dtype() != ms {
+    if let Some(ms) = mirror.map(|t| t.dtype()).filter(|&d| d != g.dtype()) {
         bail!(
             "adamw (CUDA): gradient {:?} and mirror {ms:?} differ",
             g.dtype()
         )
     }
-    let name = format!("adamw_{gs}_{}", suffix(ms)?);
+    // The kernels are instantiated for a gradient and a mirror of one dtype.
+    let sfx = suffix(g.dtype())?;
+    let name = format!("adamw_{sfx}_{sfx}");
     let g = g.contiguous()?;
     let (ps, pl) = cuda_storage(p, "adamw parameter")?;
     let (gs, gl) = cuda_storage(&g, "adamw gradient")?;

@@ -32,7 +32,7 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
             x.dims()
         )));
     }
-    let on_gpu = super::softmax::cuda_kernels(x)
+    let on_gpu = super::cuda_kernels(x)
         && gamma.device().same_device(x.device())
         && gamma.dtype() == x.dtype()
         && beta.dtype() == x.dtype();

@@ -43,6 +43,18 @@ pub use layer_norm::layer_norm;
 pub use linear::linear_bias;
 pub use softmax::softmax_last_dim;
 
+/// Whether our CUDA kernels ([`cuda`]) take `t`: on a CUDA device in `f32`, `bf16` or `f16`.
+/// Always false without `--features cuda`.
+pub(crate) fn cuda_kernels(t: &candle_core::Tensor) -> bool {
+    #[cfg(feature = "cuda")]
+    return cuda::supported(t);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = t;
+        false
+    }
+}
+
 /// Threads our kernels split work over: the size of rayon's global pool (`RAYON_NUM_THREADS`).
 pub fn num_threads() -> usize {
     rayon::current_num_threads().max(1)

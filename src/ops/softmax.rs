@@ -16,24 +16,13 @@ use crate::error::Result;
 /// # Shapes
 /// `[..., D]` → `[..., D]`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.rank() > 0 && cuda_kernels(x) {
+    if x.rank() > 0 && super::cuda_kernels(x) {
         return Ok(x.contiguous()?.apply_op1(Softmax)?);
     }
     if !cpu_f32(x) || x.rank() == 0 {
         return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
     }
     Ok(x.contiguous()?.apply_op1(Softmax)?)
-}
-
-/// Whether our CUDA kernels take `t` (always false without `--features cuda`).
-pub(crate) fn cuda_kernels(t: &Tensor) -> bool {
-    #[cfg(feature = "cuda")]
-    return super::cuda::supported(t);
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = t;
-        false
-    }
 }
 
 struct Softmax;
