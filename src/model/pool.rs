@@ -207,17 +207,25 @@ impl MaxPool2dOp {
             let (ov, ai) = (&mut orow[lo..hi], &mut arow[lo..hi]);
             let mut first = true;
             #[cfg(target_arch = "x86_64")]
-            let fast = (s == 1 || s == 2) && crate::ops::avx512::available();
+            let (avx512, avx2) = (
+                (s == 1 || s == 2) && crate::ops::avx512::available(),
+                (s == 1 || s == 2) && crate::ops::avx2::available(),
+            );
             for y in rows {
                 for dx in 0..k {
                     // Input index of column `lo`'s window tap `dx` in row `y`.
                     let start = y * w + lo * s + dx - pl;
                     let taps = &x[start..start + (hi - lo - 1) * s + 1];
                     #[cfg(target_arch = "x86_64")]
-                    if fast {
-                        // SAFETY: AVX-512F checked; stride 1 or 2; `taps` covers every output.
+                    if avx512 || avx2 {
+                        // SAFETY: AVX-512F or AVX2 + FMA checked; stride 1 or 2; `taps` covers
+                        // every output.
                         unsafe {
-                            crate::ops::avx512::window_tap(ov, ai, taps, s, start as u32, first)
+                            if avx512 {
+                                crate::ops::avx512::window_tap(ov, ai, taps, s, start as u32, first)
+                            } else {
+                                crate::ops::avx2::window_tap(ov, ai, taps, s, start as u32, first)
+                            }
                         };
                         first = false;
                         continue;

@@ -325,77 +325,8 @@ pub(crate) unsafe fn add_evens(src: &[f32], dst: &mut [f32]) {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
-    use super::super::norm_kernels::{dot_sums_portable, sums_shifted_portable};
+    use super::super::simd_checks as check;
     use super::*;
-
-    fn data(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i + seed) * 7919 % 1009) as f32 - 504.0) / 97.0)
-            .collect()
-    }
-
-    /// The max-pool tap against the portable loop, with ties and NaNs, both strides, every
-    /// tail length: same values and same indices.
-    #[test]
-    fn window_tap_matches_the_portable_loop() {
-        if !available() {
-            eprintln!("no AVX-512F here; nothing to compare");
-            return;
-        }
-        for s in [1usize, 2] {
-            for n in 0..40usize {
-                let taps: Vec<f32> = (0..(n.max(1) - 1) * s + 1)
-                    .map(|i| match i % 11 {
-                        3 => f32::NAN,
-                        7 => 0.5,
-                        _ => ((i * 37) % 13) as f32 / 13.0,
-                    })
-                    .collect();
-                for first in [true, false] {
-                    let init: Vec<f32> = (0..n).map(|i| ((i * 5) % 7) as f32 / 7.0).collect();
-                    let (mut b1, mut i1) = (init.clone(), vec![7u32; n]);
-                    let (mut b2, mut i2) = (init, vec![7u32; n]);
-                    // SAFETY: AVX-512F checked above.
-                    unsafe { window_tap(&mut b1, &mut i1, &taps, s, 100, first) };
-                    crate::model::pool::window_tap(&mut b2, &mut i2, &taps, s, 100, first);
-                    let same = b1.iter().zip(&b2).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(
-                        same && i1 == i2,
-                        "s={s} n={n} first={first}: {b1:?} {i1:?} vs {b2:?} {i2:?}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// The stride-2 gather and its adjoint against plain loops, every length around the
-    /// register width, sources and destinations longer than needed and exactly as long.
-    #[test]
-    fn evens_and_add_evens_match_plain_loops() {
-        if !available() {
-            eprintln!("no AVX-512F here; nothing to compare");
-            return;
-        }
-        for n in 0..70usize {
-            for extra in [0usize, 1, 5] {
-                let len = (2 * n).saturating_sub(1) + extra;
-                let src = data(len, 4);
-                let mut got = vec![f32::NAN; n];
-                // SAFETY: AVX-512F checked above.
-                unsafe { evens(&src, &mut got) };
-                let want: Vec<f32> = (0..n).map(|j| src[2 * j]).collect();
-                assert_eq!(got, want, "evens n={n} extra={extra}");
-                let (add, base) = (data(n, 5), data(len, 6));
-                let mut got = base.clone();
-                unsafe { add_evens(&add, &mut got) };
-                let mut want = base;
-                for (j, a) in add.iter().enumerate() {
-                    want[2 * j] += a;
-                }
-                assert_eq!(got, want, "add_evens n={n} extra={extra}");
-            }
-        }
-    }
 
     #[test]
     fn match_the_portable_loops() {
@@ -403,24 +334,9 @@ mod tests {
             eprintln!("no AVX-512F here; nothing to compare");
             return;
         }
-        for n in [0usize, 1, 5, 15, 16, 17, 31, 32, 33, 250, 1000] {
-            let (dy, x, y) = (data(n, 1), data(n, 2), data(n, 3));
-            let close = |a: (f64, f64), b: (f64, f64)| {
-                (a.0 - b.0).abs() <= 1e-4 * (1.0 + b.0.abs())
-                    && (a.1 - b.1).abs() <= 1e-4 * (1.0 + b.1.abs())
-            };
-            // SAFETY: AVX-512F checked above.
-            let (got, want) = unsafe { (sums_shifted(&x, 0.3), sums_shifted_portable(&x, 0.3)) };
-            assert!(close(got, want), "sums_shifted n={n}: {got:?} vs {want:?}");
-            for mask in [None, Some(y.as_slice())] {
-                let got = unsafe { dot_sums(&dy, &x, mask, -0.2) };
-                let want = dot_sums_portable(&dy, &x, mask, -0.2);
-                assert!(
-                    close(got, want),
-                    "dot_sums n={n} mask={}: {got:?} vs {want:?}",
-                    mask.is_some()
-                );
-            }
-        }
+        check::window_tap(window_tap);
+        check::evens(evens, add_evens);
+        check::pairs(deinterleave, interleave);
+        check::sums(sums_shifted, dot_sums);
     }
 }

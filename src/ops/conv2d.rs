@@ -702,14 +702,19 @@ fn zero_short(s: &mut [f32]) {
 }
 
 /// `dst[j] = src[j·stride]` for every `j < dst.len()`: one output row of a strided conv's
-/// im2col, in AVX-512 for stride 2 (the ResNet stem and downsampling convs) when the CPU has
-/// it.
+/// im2col, in AVX-512 or AVX2 for stride 2 (the ResNet stem and downsampling convs) when the
+/// CPU has it.
 #[inline(always)]
 fn gather_strided(src: &[f32], stride: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if stride == 2 && super::avx512::available() {
         // SAFETY: AVX-512F is available.
         return unsafe { super::avx512::evens(src, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && super::avx2::available() {
+        // SAFETY: AVX2 and FMA are available.
+        return unsafe { super::avx2::evens(src, dst) };
     }
     for (v, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
         *v = *x;
@@ -723,6 +728,11 @@ fn add_strided(src: &[f32], stride: usize, dst: &mut [f32]) {
     if stride == 2 && super::avx512::available() {
         // SAFETY: AVX-512F is available.
         return unsafe { super::avx512::add_evens(src, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && super::avx2::available() {
+        // SAFETY: AVX2 and FMA are available.
+        return unsafe { super::avx2::add_evens(src, dst) };
     }
     for (j, v) in src.iter().enumerate() {
         dst[j * stride] += v;

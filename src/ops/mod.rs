@@ -11,6 +11,7 @@ pub mod alloc;
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 pub mod attention;
+pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub mod batch_norm;
 mod blocks;
@@ -27,6 +28,8 @@ pub mod linear;
 mod norm_kernels;
 pub mod sgemm;
 pub(crate) mod simd;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod simd_checks;
 pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -7,23 +7,29 @@ use super::simd::vectorised;
 /// Partial sums per reduction: one AVX-512 register of `f32`.
 const L: usize = 16;
 
-/// `(Σ (x − k), Σ (x − k)²)` over a plane, summed in `f64` (AVX-512 when the CPU has it).
+/// `(Σ (x − k), Σ (x − k)²)` over a plane, summed in `f64` (AVX-512 or AVX2 when the CPU has it).
 pub(super) fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
         // SAFETY: AVX-512F is available.
         return unsafe { super::avx512::sums_shifted(v, k) };
+    } else if super::avx2::available() {
+        // SAFETY: AVX2 and FMA are available.
+        return unsafe { super::avx2::sums_shifted(v, k) };
     }
     sums_shifted_portable(v, k)
 }
 
 /// `(Σ dy, Σ dy·(x − μ))` over a plane, `dy` masked by `y > 0` when `y` is given, summed in
-/// `f64` (AVX-512 when the CPU has it).
+/// `f64` (AVX-512 or AVX2 when the CPU has it).
 pub(super) fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
         // SAFETY: AVX-512F is available.
         return unsafe { super::avx512::dot_sums(dy, x, y, mu) };
+    } else if super::avx2::available() {
+        // SAFETY: AVX2 and FMA are available.
+        return unsafe { super::avx2::dot_sums(dy, x, y, mu) };
     }
     dot_sums_portable(dy, x, y, mu)
 }

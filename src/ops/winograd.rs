@@ -258,13 +258,16 @@ fn grad_weight_block(
 }
 
 /// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` (`even`: ⌈n/2⌉ floats, `odd`: ⌊n/2⌋), in
-/// AVX-512 when the CPU has it.
+/// AVX-512 or AVX2 when the CPU has it.
 #[inline(always)]
 fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
         // SAFETY: AVX-512F is available.
         return unsafe { super::avx512::deinterleave(src, even, odd) };
+    } else if super::avx2::available() {
+        // SAFETY: AVX2 and FMA are available.
+        return unsafe { super::avx2::deinterleave(src, even, odd) };
     }
     split_pairs_portable(src, even, odd)
 }
@@ -286,6 +289,9 @@ fn merge_pairs(even: &[f32], odd: &[f32], dst: &mut [f32]) {
     if super::avx512::available() {
         // SAFETY: AVX-512F is available.
         return unsafe { super::avx512::interleave(even, odd, dst) };
+    } else if super::avx2::available() {
+        // SAFETY: AVX2 and FMA are available.
+        return unsafe { super::avx2::interleave(even, odd, dst) };
     }
     merge_pairs_portable(even, odd, dst)
 }
@@ -485,30 +491,13 @@ mod tests {
             .collect()
     }
 
-    /// The (de)interleave, AVX-512 where the CPU has it and the plain loops, against indexing,
-    /// every tail length.
+    /// The (de)interleave as dispatched (AVX-512 or AVX2 where the CPU has it) and the plain
+    /// loops, against indexing, every tail length.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn pairs_split_and_merge() {
-        type Split = fn(&[f32], &mut [f32], &mut [f32]);
-        type Merge = fn(&[f32], &[f32], &mut [f32]);
-        let paths: [(Split, Merge); 2] = [
-            (split_pairs, merge_pairs),
-            (split_pairs_portable, merge_pairs_portable),
-        ];
-        for (split, merge) in paths {
-            for n in 0..100 {
-                let src = rand(n, n as u64);
-                let (mut e, mut o) = (vec![f32::NAN; n.div_ceil(2)], vec![f32::NAN; n / 2]);
-                split(&src, &mut e, &mut o);
-                for j in 0..n {
-                    let got = if j % 2 == 0 { e[j / 2] } else { o[j / 2] };
-                    assert_eq!(got, src[j], "n={n} j={j}");
-                }
-                let mut back = vec![f32::NAN; n];
-                merge(&e, &o, &mut back);
-                assert_eq!(back, src, "n={n}");
-            }
-        }
+        crate::ops::simd_checks::pairs(split_pairs, merge_pairs);
+        crate::ops::simd_checks::pairs(split_pairs_portable, merge_pairs_portable);
     }
 
     /// Odd and even sizes (partial last tiles), 1-pixel images, blocks of several images.
