@@ -207,29 +207,31 @@ impl MaxPool2dOp {
             let (ov, ai) = (&mut orow[lo..hi], &mut arow[lo..hi]);
             let mut first = true;
             #[cfg(target_arch = "x86_64")]
-            let (avx512, avx2) = (
-                (s == 1 || s == 2) && crate::ops::avx512::available(),
-                (s == 1 || s == 2) && crate::ops::avx2::available(),
-            );
+            let isa = if s == 1 || s == 2 {
+                crate::ops::simd::Isa::get()
+            } else {
+                crate::ops::simd::Isa::Portable
+            };
             for y in rows {
                 for dx in 0..k {
                     // Input index of column `lo`'s window tap `dx` in row `y`.
                     let start = y * w + lo * s + dx - pl;
                     let taps = &x[start..start + (hi - lo - 1) * s + 1];
+                    // SAFETY (both unsafe calls): the CPU has the instruction set; stride 1
+                    // or 2; `taps` covers every output.
                     #[cfg(target_arch = "x86_64")]
-                    if avx512 || avx2 {
-                        // SAFETY: AVX-512F or AVX2 + FMA checked; stride 1 or 2; `taps` covers
-                        // every output.
-                        unsafe {
-                            if avx512 {
-                                crate::ops::avx512::window_tap(ov, ai, taps, s, start as u32, first)
-                            } else {
-                                crate::ops::avx2::window_tap(ov, ai, taps, s, start as u32, first)
-                            }
-                        };
-                        first = false;
-                        continue;
+                    match isa {
+                        crate::ops::simd::Isa::Avx512 => unsafe {
+                            crate::ops::avx512::window_tap(ov, ai, taps, s, start as u32, first)
+                        },
+                        crate::ops::simd::Isa::Avx2 => unsafe {
+                            crate::ops::avx2::window_tap(ov, ai, taps, s, start as u32, first)
+                        },
+                        crate::ops::simd::Isa::Portable => {
+                            window_tap(ov, ai, taps, s, start as u32, first)
+                        }
                     }
+                    #[cfg(not(target_arch = "x86_64"))]
                     window_tap(ov, ai, taps, s, start as u32, first);
                     first = false;
                 }

@@ -142,8 +142,43 @@ pub(crate) unsafe fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32)
     (a, b)
 }
 
+/// Eight taps from `src` at stride `s` ∈ {1, 2} starting at `at` (`src[at + j·s]`, j < 8), or
+/// `None` when the loads would leave the slice. For stride 2 near the end it loads from
+/// `at − 1` and takes the odd lanes, so a slice of exactly `at + 15` floats still serves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn strided8(src: &[f32], at: usize, s: usize) -> Option<__m256> {
+    let p = src.as_ptr();
+    // SAFETY (each arm): the 8 or 16 floats loaded lie inside `src`, as the guard says.
+    unsafe {
+        match s {
+            1 if at + 8 <= src.len() => Some(_mm256_loadu_ps(p.add(at))),
+            2 if at + 16 <= src.len() => Some(evens_of(
+                _mm256_loadu_ps(p.add(at)),
+                _mm256_loadu_ps(p.add(at + 8)),
+            )),
+            2 if at >= 1 && at + 15 <= src.len() => Some(odds_of(
+                _mm256_loadu_ps(p.add(at - 1)),
+                _mm256_loadu_ps(p.add(at + 7)),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The starts of the 8-wide blocks that cover `n` outputs: 0, 8, 16, … and, when `n` is not a
+/// multiple of 8, a last block at `n − 8` that overlaps the one before it (for kernels where
+/// doing an output twice gives the same result). Empty when `n < 8`.
+fn blocks8(n: usize) -> impl Iterator<Item = usize> {
+    let whole = if n >= 8 { n / 8 } else { 0 };
+    let last = (n >= 8 && n % 8 != 0).then(|| n - 8);
+    (0..whole).map(|b| 8 * b).chain(last)
+}
+
 /// One max-pool window tap across a row of outputs for stride `s` ∈ {1, 2} (see
-/// `avx512::window_tap`).
+/// `avx512::window_tap`). The last, partial block of 8 outputs is run again over outputs the
+/// block before it already took this tap for: taking the same tap twice changes nothing (a
+/// value equal to the best is not larger, and a NaN tap writes the same NaN and index).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`available`]).
@@ -166,28 +201,26 @@ pub(crate) unsafe fn window_tap(
         n == 0 || taps.len() > (n - 1) * s,
         "window_tap: taps too short"
     );
-    let (pb, pi, pt) = (best.as_mut_ptr(), idx.as_mut_ptr(), taps.as_ptr());
+    let (pb, pi) = (best.as_mut_ptr(), idx.as_mut_ptr());
     let step = _mm256_mullo_epi32(
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
         _mm256_set1_epi32(s as i32),
     );
-    let mut j = 0;
-    // Whole registers while the 8 outputs and the 8·s taps they read lie inside the slices.
-    while j + 8 <= n && (j + 8) * s <= taps.len() {
+    for j in blocks8(n) {
         let at = j * s;
-        // SAFETY: taps at..at + 8·s and outputs j..j + 8 are inside their slices.
+        let Some(v) = strided8(taps, at, s) else {
+            // Only a single block of exactly 8 stride-2 outputs over 15 taps gets here.
+            crate::model::pool::window_tap(best, idx, taps, s, start, first);
+            return;
+        };
+        let iv = _mm256_add_epi32(_mm256_set1_epi32((start as usize + at) as i32), step);
+        // SAFETY: outputs j..j + 8 are inside `best` and `idx` (j + 8 ≤ n).
         unsafe {
-            let v = if s == 1 {
-                _mm256_loadu_ps(pt.add(at))
-            } else {
-                evens_of(_mm256_loadu_ps(pt.add(at)), _mm256_loadu_ps(pt.add(at + 8)))
-            };
-            let b = _mm256_loadu_ps(pb.add(j));
-            let iv = _mm256_add_epi32(_mm256_set1_epi32((start as usize + at) as i32), step);
             if first {
                 _mm256_storeu_ps(pb.add(j), v);
                 _mm256_storeu_si256(pi.add(j) as *mut __m256i, iv);
             } else {
+                let b = _mm256_loadu_ps(pb.add(j));
                 let take = _mm256_or_ps(
                     _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
                     _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
@@ -198,17 +231,10 @@ pub(crate) unsafe fn window_tap(
                 _mm256_storeu_si256(pi.add(j) as *mut __m256i, _mm256_castps_si256(ni));
             }
         }
-        j += 8;
     }
-    let (off, o) = ((j * s) as u32, j * s);
-    crate::model::pool::window_tap(
-        &mut best[j..n],
-        &mut idx[j..n],
-        &taps[o.min(taps.len())..],
-        s,
-        start + off,
-        first,
-    );
+    if n < 8 {
+        crate::model::pool::window_tap(best, idx, taps, s, start, first);
+    }
 }
 
 /// Splits `src` (`n` floats) into `even[j] = src[2j]` and `odd[j] = src[2j + 1]`.
@@ -280,7 +306,8 @@ pub(crate) unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// `dst[j] = src[2j]` for every `j < dst.len()` (a stride-2 gather).
+/// `dst[j] = src[2j]` for every `j < dst.len()` (a stride-2 gather; a partial last block of
+/// 8 overlaps the one before it).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`available`]).
@@ -292,21 +319,23 @@ pub(crate) unsafe fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
 pub(crate) unsafe fn evens(src: &[f32], dst: &mut [f32]) {
     let n = dst.len();
     assert!(src.len() + 1 >= 2 * n, "evens: lengths");
-    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
-    let mut i = 0;
-    while i + 8 <= n && 2 * i + 16 <= src.len() {
-        // SAFETY: src 2i..2i + 16 and dst i..i + 8 are inside their slices.
-        unsafe {
-            let v = evens_of(
-                _mm256_loadu_ps(ps.add(2 * i)),
-                _mm256_loadu_ps(ps.add(2 * i + 8)),
-            );
-            _mm256_storeu_ps(pd.add(i), v);
+    let pd = dst.as_mut_ptr();
+    let mut done = n >= 8;
+    for i in blocks8(n) {
+        match strided8(src, 2 * i, 2) {
+            // SAFETY: dst i..i + 8 is inside `dst` (i + 8 ≤ n).
+            Some(v) => unsafe { _mm256_storeu_ps(pd.add(i), v) },
+            None => {
+                // Only a single block of 8 over 15 floats gets here.
+                done = false;
+                break;
+            }
         }
-        i += 8;
     }
-    for j in i..n {
-        dst[j] = src[2 * j];
+    if !done {
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = src[2 * j];
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::host::storage_f32;
 use super::sgemm::{sgemm, sgemm_strided, MatRef};
+use super::simd::Isa;
 
 use crate::error::{Error, Result};
 
@@ -390,7 +391,7 @@ impl Geom {
     /// Fills `col[K, P]` (row stride `ld`) for group `grp` of one image `x[Cin, H, W]`;
     /// `flat` holds [`Geom::flat_tap`] of every tap (row-major `kh x kw`).
     fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize, flat: &[Option<FlatTap>]) {
-        let (p, hw) = (self.p(), self.h * self.w);
+        let (p, hw, isa) = (self.p(), self.h * self.w, Isa::get());
         for c in 0..self.cin_g {
             let xc = &x[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
@@ -427,7 +428,7 @@ impl Geom {
                         if self.sw == 1 {
                             d[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]);
                         } else {
-                            gather_strided(&xr[ix0..], self.sw, &mut d[lo..hi]);
+                            gather_strided(&xr[ix0..], self.sw, &mut d[lo..hi], isa);
                         }
                     }
                 }
@@ -446,7 +447,7 @@ impl Geom {
         gx: &mut [f32],
         flat: &[Option<FlatTap>],
     ) {
-        let hw = self.h * self.w;
+        let (hw, isa) = (self.h * self.w, Isa::get());
         for c in 0..self.cin_g {
             let gc = &mut gx[(grp * self.cin_g + c) * hw..][..hw];
             for ki in 0..self.kh {
@@ -486,7 +487,7 @@ impl Geom {
                                 *g += v;
                             }
                         } else {
-                            add_strided(s, self.sw, &mut gr[ix0..]);
+                            add_strided(s, self.sw, &mut gr[ix0..], isa);
                         }
                     }
                 }
@@ -703,36 +704,38 @@ fn zero_short(s: &mut [f32]) {
 
 /// `dst[j] = src[j·stride]` for every `j < dst.len()`: one output row of a strided conv's
 /// im2col, in AVX-512 or AVX2 for stride 2 (the ResNet stem and downsampling convs) when the
-/// CPU has it.
+/// CPU has it (`isa`, read once by the caller).
 #[inline(always)]
-fn gather_strided(src: &[f32], stride: usize, dst: &mut [f32]) {
+fn gather_strided(src: &[f32], stride: usize, dst: &mut [f32], isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if stride == 2 && super::avx512::available() {
-        // SAFETY: AVX-512F is available.
-        return unsafe { super::avx512::evens(src, dst) };
+    match isa {
+        // SAFETY: the CPU has AVX-512F.
+        Isa::Avx512 if stride == 2 => return unsafe { super::avx512::evens(src, dst) },
+        // SAFETY: the CPU has AVX2 and FMA. (Rows under 8 stay in the inlined loop below:
+        // the call would cost more than it saves.)
+        Isa::Avx2 if stride == 2 && dst.len() >= 8 => {
+            return unsafe { super::avx2::evens(src, dst) };
+        }
+        _ => {}
     }
-    #[cfg(target_arch = "x86_64")]
-    if stride == 2 && super::avx2::available() {
-        // SAFETY: AVX2 and FMA are available.
-        return unsafe { super::avx2::evens(src, dst) };
-    }
-    for (v, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
-        *v = *x;
+    // Indexed, not `step_by`: rows here are a few pixels, and the iterator's set-up showed.
+    for (j, v) in dst.iter_mut().enumerate() {
+        *v = src[j * stride];
     }
 }
 
 /// The adjoint of [`gather_strided`], for col2im: `dst[j·stride] += src[j]`.
 #[inline(always)]
-fn add_strided(src: &[f32], stride: usize, dst: &mut [f32]) {
+fn add_strided(src: &[f32], stride: usize, dst: &mut [f32], isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if stride == 2 && super::avx512::available() {
-        // SAFETY: AVX-512F is available.
-        return unsafe { super::avx512::add_evens(src, dst) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if stride == 2 && super::avx2::available() {
-        // SAFETY: AVX2 and FMA are available.
-        return unsafe { super::avx2::add_evens(src, dst) };
+    match isa {
+        // SAFETY: the CPU has AVX-512F.
+        Isa::Avx512 if stride == 2 => return unsafe { super::avx512::add_evens(src, dst) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        Isa::Avx2 if stride == 2 && src.len() >= 8 => {
+            return unsafe { super::avx2::add_evens(src, dst) };
+        }
+        _ => {}
     }
     for (j, v) in src.iter().enumerate() {
         dst[j * stride] += v;

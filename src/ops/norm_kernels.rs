@@ -3,6 +3,8 @@
 //! set (see [`super::simd`]).
 
 use super::simd::vectorised;
+#[cfg(target_arch = "x86_64")]
+use super::simd::Isa;
 
 /// Partial sums per reduction: one AVX-512 register of `f32`.
 const L: usize = 16;
@@ -10,12 +12,12 @@ const L: usize = 16;
 /// `(Σ (x − k), Σ (x − k)²)` over a plane, summed in `f64` (AVX-512 or AVX2 when the CPU has it).
 pub(super) fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
-        // SAFETY: AVX-512F is available.
-        return unsafe { super::avx512::sums_shifted(v, k) };
-    } else if super::avx2::available() {
-        // SAFETY: AVX2 and FMA are available.
-        return unsafe { super::avx2::sums_shifted(v, k) };
+    match Isa::get() {
+        // SAFETY: the CPU has AVX-512F.
+        Isa::Avx512 => return unsafe { super::avx512::sums_shifted(v, k) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        Isa::Avx2 => return unsafe { super::avx2::sums_shifted(v, k) },
+        Isa::Portable => {}
     }
     sums_shifted_portable(v, k)
 }
@@ -24,12 +26,12 @@ pub(super) fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
 /// `f64` (AVX-512 or AVX2 when the CPU has it).
 pub(super) fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
-        // SAFETY: AVX-512F is available.
-        return unsafe { super::avx512::dot_sums(dy, x, y, mu) };
-    } else if super::avx2::available() {
-        // SAFETY: AVX2 and FMA are available.
-        return unsafe { super::avx2::dot_sums(dy, x, y, mu) };
+    match Isa::get() {
+        // SAFETY: the CPU has AVX-512F.
+        Isa::Avx512 => return unsafe { super::avx512::dot_sums(dy, x, y, mu) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        Isa::Avx2 => return unsafe { super::avx2::dot_sums(dy, x, y, mu) },
+        Isa::Portable => {}
     }
     dot_sums_portable(dy, x, y, mu)
 }

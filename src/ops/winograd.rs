@@ -262,12 +262,12 @@ fn grad_weight_block(
 #[inline(always)]
 fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
-        // SAFETY: AVX-512F is available.
-        return unsafe { super::avx512::deinterleave(src, even, odd) };
-    } else if super::avx2::available() {
-        // SAFETY: AVX2 and FMA are available.
-        return unsafe { super::avx2::deinterleave(src, even, odd) };
+    match super::simd::Isa::get() {
+        // SAFETY: the CPU has AVX-512F.
+        super::simd::Isa::Avx512 => return unsafe { super::avx512::deinterleave(src, even, odd) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        super::simd::Isa::Avx2 => return unsafe { super::avx2::deinterleave(src, even, odd) },
+        super::simd::Isa::Portable => {}
     }
     split_pairs_portable(src, even, odd)
 }
@@ -286,12 +286,12 @@ fn split_pairs_portable(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 #[inline(always)]
 fn merge_pairs(even: &[f32], odd: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
-        // SAFETY: AVX-512F is available.
-        return unsafe { super::avx512::interleave(even, odd, dst) };
-    } else if super::avx2::available() {
-        // SAFETY: AVX2 and FMA are available.
-        return unsafe { super::avx2::interleave(even, odd, dst) };
+    match super::simd::Isa::get() {
+        // SAFETY: the CPU has AVX-512F.
+        super::simd::Isa::Avx512 => return unsafe { super::avx512::interleave(even, odd, dst) },
+        // SAFETY: the CPU has AVX2 and FMA.
+        super::simd::Isa::Avx2 => return unsafe { super::avx2::interleave(even, odd, dst) },
+        super::simd::Isa::Portable => {}
     }
     merge_pairs_portable(even, odd, dst)
 }
