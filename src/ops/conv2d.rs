@@ -341,7 +341,7 @@ impl Geom {
             col: super::alloc::overwritten_f32(col),
             mat: super::alloc::overwritten_f32(mat),
             taps: (0..self.kh * self.kw)
-                .map(|t| self.flat_tap(t / self.kw, t % self.kw))
+                .map(|t| self.tap(t / self.kw, t % self.kw))
                 .collect(),
         }
     }
@@ -356,6 +356,38 @@ impl Geom {
         let hi = if rem <= 0 { 0 } else { (rem + s - 1) / s };
         let hi = (hi as usize).min(self.ow);
         ((lo as usize).min(hi), hi)
+    }
+
+    /// How im2col and col2im copy tap `(ki, kj)`: as one run ([`Geom::flat_tap`]), through an
+    /// index table when output rows are short, else row by row.
+    fn tap(&self, ki: usize, kj: usize) -> Tap {
+        if let Some(t) = self.flat_tap(ki, kj) {
+            Tap::Flat(t)
+        } else if self.ow <= TABLE_MAX_OW {
+            Tap::Table(self.tap_table(ki, kj))
+        } else {
+            Tap::Rows
+        }
+    }
+
+    /// For every output pixel `p`, the input pixel (`iy·W + ix`) tap `(ki, kj)` reads, or
+    /// [`PAD`] where that lies in the padding.
+    fn tap_table(&self, ki: usize, kj: usize) -> Vec<u32> {
+        let mut idx = Vec::with_capacity(self.p());
+        for oy in 0..self.oh {
+            let iy = (oy * self.sh + ki * self.dh) as isize - self.pt as isize;
+            for ox in 0..self.ow {
+                let ix = (ox * self.sw + kj * self.dw) as isize - self.pl as isize;
+                let inside =
+                    (0..self.h as isize).contains(&iy) && (0..self.w as isize).contains(&ix);
+                idx.push(if inside {
+                    (iy as usize * self.w + ix as usize) as u32
+                } else {
+                    PAD
+                });
+            }
+        }
+        idx
     }
 
     /// Tap `(ki, kj)` of a stride-1 conv whose output rows are as wide as the input's
@@ -390,7 +422,7 @@ impl Geom {
 
     /// Fills `col[K, P]` (row stride `ld`) for group `grp` of one image `x[Cin, H, W]`;
     /// `flat` holds [`Geom::flat_tap`] of every tap (row-major `kh x kw`).
-    fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize, flat: &[Option<FlatTap>]) {
+    fn im2col(&self, x: &[f32], grp: usize, col: &mut [f32], ld: usize, flat: &[Tap]) {
         let (p, hw, isa) = (self.p(), self.h * self.w, Isa::get());
         for c in 0..self.cin_g {
             let xc = &x[(grp * self.cin_g + c) * hw..][..hw];
@@ -398,7 +430,17 @@ impl Geom {
                 for kj in 0..self.kw {
                     let row = (c * self.kh + ki) * self.kw + kj;
                     let dst = &mut col[row * ld..][..p];
-                    if let Some(t) = &flat[ki * self.kw + kj] {
+                    let t = match &flat[ki * self.kw + kj] {
+                        Tap::Table(idx) => {
+                            for (d, &i) in dst.iter_mut().zip(idx) {
+                                *d = xc.get(i as usize).copied().unwrap_or(0.0);
+                            }
+                            continue;
+                        }
+                        Tap::Flat(t) => Some(t),
+                        Tap::Rows => None,
+                    };
+                    if let Some(t) = t {
                         // One copy for all rows; the border pixels it takes from the
                         // neighbouring rows are then zeroed.
                         dst[..t.a].fill(0.0);
@@ -439,14 +481,7 @@ impl Geom {
     /// Adds `col[K, P]` (row stride `ld`) back into group `grp` of one image gradient
     /// `gx[Cin, H, W]`.
     /// `col` is scratch: entries that map outside the image may be overwritten.
-    fn col2im(
-        &self,
-        col: &mut [f32],
-        ld: usize,
-        grp: usize,
-        gx: &mut [f32],
-        flat: &[Option<FlatTap>],
-    ) {
+    fn col2im(&self, col: &mut [f32], ld: usize, grp: usize, gx: &mut [f32], flat: &[Tap]) {
         let (hw, isa) = (self.h * self.w, Isa::get());
         for c in 0..self.cin_g {
             let gc = &mut gx[(grp * self.cin_g + c) * hw..][..hw];
@@ -454,7 +489,20 @@ impl Geom {
                 for kj in 0..self.kw {
                     let row = (c * self.kh + ki) * self.kw + kj;
                     let src = &mut col[row * ld..][..self.p()];
-                    if let Some(t) = &flat[ki * self.kw + kj] {
+                    let t = match &flat[ki * self.kw + kj] {
+                        Tap::Table(idx) => {
+                            // Within one tap no two output pixels read the same input pixel.
+                            for (&v, &i) in src.iter().zip(idx) {
+                                if let Some(g) = gc.get_mut(i as usize) {
+                                    *g += v;
+                                }
+                            }
+                            continue;
+                        }
+                        Tap::Flat(t) => Some(t),
+                        Tap::Rows => None,
+                    };
+                    if let Some(t) = t {
                         // Zero the entries that fall outside the image, then one contiguous
                         // add for all rows (adding those zeros changes nothing).
                         for r in t.borders.iter().flatten() {
@@ -504,7 +552,7 @@ impl Geom {
         nb: usize,
         grp: usize,
         buf: &'a mut [f32],
-        flat: &[Option<FlatTap>],
+        flat: &[Tap],
     ) -> MatRef<'a> {
         let (p, chw) = (self.p(), self.cin * self.h * self.w);
         let cols = nb * p;
@@ -672,6 +720,22 @@ impl Geom {
 /// `a..b` read input `a + shift..b + shift` (empty when the tap never touches the image); the
 /// `borders` ranges inside it (the last columns of one row and the first of the next) lie
 /// outside the image and must read as zero.
+/// How one kernel tap's rows of the column matrix are copied (see [`Geom::tap`]).
+enum Tap {
+    Flat(FlatTap),
+    /// [`Geom::tap_table`].
+    Table(Vec<u32>),
+    Rows,
+}
+
+/// Output rows at most this wide go through an index table ([`Geom::tap_table`]) rather than
+/// row by row, where the set-up of each row (bounds, padding, the stride-2 gather's dispatch)
+/// outweighed copying its few pixels: the small late-stage images, and the `*_tiny` presets.
+const TABLE_MAX_OW: usize = 8;
+
+/// A padding pixel in a [`Geom::tap_table`] (any index past the plane reads as 0).
+const PAD: u32 = u32::MAX;
+
 struct FlatTap {
     a: usize,
     b: usize,
@@ -683,8 +747,8 @@ struct FlatTap {
 struct Scratch {
     col: Vec<f32>,
     mat: Vec<f32>,
-    /// [`Geom::flat_tap`] of every tap, worked out once per op call rather than per image.
-    taps: Vec<Option<FlatTap>>,
+    /// [`Geom::tap`] of every tap, worked out once per op call rather than per image.
+    taps: Vec<Tap>,
 }
 
 /// Zeroes `s`, which is mostly one or two floats long (the border pixels of a row): direct
@@ -1002,6 +1066,10 @@ mod tests {
         check(&[1, 2, 9, 75], &[3, 2, 7, 7], 2, 3, 1, 1); // stride-2 rows of 38: 16 + 16 + 6
         check(&[1, 4, 12, 9], &[6, 4, 3, 3], 1, 2, 2, 1); // dilation 2, batch 1
         check(&[2, 6, 8, 8], &[4, 3, 3, 3], 1, 1, 1, 2); // grouped
+                                                         // Output rows of at most TABLE_MAX_OW pixels go through index tables, wider ones row
+                                                         // by row: a "valid" dilated conv (3 wide), and a "valid" stride-1 conv 18 wide.
+        check(&[2, 3, 9, 7], &[4, 3, 3, 3], 1, 0, 2, 1);
+        check(&[1, 2, 5, 20], &[3, 2, 3, 3], 1, 0, 1, 1);
         check(&[2, 3, 32, 32], &[8, 3, 16, 16], 16, 0, 1, 1); // ViT patch embedding
                                                               // ≥ NARROW_COUT output channels per group: the untransposed GEMMs.
         check(&[2, 5, 6, 6], &[64, 5, 3, 3], 1, 1, 1, 1);
