@@ -89,16 +89,11 @@ pub(crate) unsafe fn sums_shifted(v: &[f32], k: f32) -> (f64, f64) {
         q1 = _mm256_fmadd_ps(d1, d1, q1);
         i += 16;
     }
-    let (mut a, mut b) = (
-        lanes_f64(_mm256_add_ps(s0, s1)),
-        lanes_f64(_mm256_add_ps(q0, q1)),
-    );
-    for &x in &v[i..] {
-        let d = (x - k) as f64;
-        a += d;
-        b += d * d;
-    }
-    (a, b)
+    let tail = super::norm_kernels::sums_shifted_portable(&v[i..], k);
+    (
+        lanes_f64(_mm256_add_ps(s0, s1)) + tail.0,
+        lanes_f64(_mm256_add_ps(q0, q1)) + tail.1,
+    )
 }
 
 /// `(Σ dy, Σ dy·(x − μ))`, `dy` masked by `y > 0` when `y` is given (see
@@ -130,16 +125,8 @@ pub(crate) unsafe fn dot_sums(dy: &[f32], x: &[f32], y: Option<&[f32]>, mu: f32)
         sx = _mm256_fmadd_ps(g, _mm256_sub_ps(xv, mm), sx);
         i += 8;
     }
-    let (mut a, mut b) = (lanes_f64(s), lanes_f64(sx));
-    for j in i..n {
-        let g = match y {
-            Some(y) if y[j] <= 0.0 => 0.0,
-            _ => dy[j],
-        };
-        a += g as f64;
-        b += (g * (x[j] - mu)) as f64;
-    }
-    (a, b)
+    let tail = super::norm_kernels::dot_sums_portable(&dy[i..n], &x[i..n], y.map(|y| &y[i..n]), mu);
+    (lanes_f64(s) + tail.0, lanes_f64(sx) + tail.1)
 }
 
 /// Eight taps from `src` at stride `s` ∈ {1, 2} starting at `at` (`src[at + j·s]`, j < 8), or
