@@ -5,9 +5,9 @@
 //! LLVM does not vectorise these well (it keeps most lanes of the lane-split `f32` sums scalar,
 //! and runs a max-pool row of 15 outputs in its scalar remainder loop), so on CPUs with
 //! AVX-512F they run here: 16 lanes per register, FMA, and masked loads and stores for the
-//! tail. Callers check [`available`] and otherwise use the portable loops
-//! ([`super::norm_kernels`], `model::pool::window_tap`), which are also the reference of the
-//! tests.
+//! tail. Callers pick these, the AVX2 ones ([`super::avx2`]) or the portable loops
+//! ([`super::norm_kernels`], `model::pool::window_tap`) by [`super::simd::Isa`]; the portable
+//! loops are also the reference of the tests ([`super::simd_checks`]).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
