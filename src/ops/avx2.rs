@@ -157,10 +157,10 @@ fn strided8(src: &[f32], at: usize, s: usize) -> Option<__m256> {
 /// The starts of the 8-wide blocks that cover `n` outputs: 0, 8, 16, … and, when `n` is not a
 /// multiple of 8, a last block at `n − 8` that overlaps the one before it (for kernels where
 /// doing an output twice gives the same result). Empty when `n < 8`.
+#[cfg(target_arch = "x86_64")]
 fn blocks8(n: usize) -> impl Iterator<Item = usize> {
-    let whole = if n >= 8 { n / 8 } else { 0 };
     let last = (n >= 8 && n % 8 != 0).then(|| n - 8);
-    (0..whole).map(|b| 8 * b).chain(last)
+    (0..n / 8).map(|b| 8 * b).chain(last)
 }
 
 /// One max-pool window tap across a row of outputs for stride `s` ∈ {1, 2} (see

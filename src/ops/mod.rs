@@ -28,7 +28,7 @@ pub mod linear;
 mod norm_kernels;
 pub mod sgemm;
 pub(crate) mod simd;
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod simd_checks;
 pub mod softmax;
 #[cfg(test)]

@@ -493,7 +493,6 @@ mod tests {
 
     /// The (de)interleave as dispatched (AVX-512 or AVX2 where the CPU has it) and the plain
     /// loops, against indexing, every tail length.
-    #[cfg(target_arch = "x86_64")]
     #[test]
     fn pairs_split_and_merge() {
         crate::ops::simd_checks::pairs(split_pairs, merge_pairs);
