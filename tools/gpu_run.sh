@@ -7,10 +7,15 @@
 #   # on the GPU machine, from the repository root:
 #   tools/gpu_run.sh [OUT_DIR] [STAGES]
 #
-# STAGES (default "tiny-bf16 full-bf16 tiny-f16 full-f16 train") picks what runs, each step
+# The CUDA unit tests come along the same way, as the library's test binary (the file that
+#   cargo test --release --features cudnn --no-run
+# names under target-cuda/release/deps/noisycxr-*), at dist/noisycxr-cuda-tests.xz.
+#
+# STAGES (default "tests tiny-bf16 full-bf16 tiny-f16 full-f16 train") picks what runs, each step
 # under its own time limit so that one hung step cannot eat a lease; logs and tables go into
 # OUT_DIR (default ./gpu-out), and all of them but the checkpoints into OUT_DIR.tgz (the device
 # tool brings back only a few files):
+#   tests           the CUDA unit tests (our kernels and cuDNN convolutions against the CPU ops);
 #   tiny-P, full-P  bench train in precision P (bf16, f16 or f32), ours against PyTorch on the
 #                   same GPU (autocast for bf16/f16; PyTorch's defaults for f32, so no TF32 in its
 #                   matrix products): tiny presets at batch 32, full presets at 224² batch 32;
@@ -18,7 +23,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-out}"
-stages="${2:-tiny-bf16 full-bf16 tiny-f16 full-f16 train}"
+stages="${2:-tests tiny-bf16 full-bf16 tiny-f16 full-f16 train}"
 mkdir -p "$out"
 bin=dist/noisycxr-cuda
 # Brought along as .gz, or as .xz (a third the size: the device tool carries 64 MiB at most).
@@ -41,6 +46,17 @@ export RUST_BACKTRACE=1
 } 2>&1 | tee "$out/gpu.txt"
 for s in $stages; do
     case "$s" in
+    tests)
+        t=dist/noisycxr-cuda-tests
+        if [ ! -x "$t" ] && [ -f "$t.xz" ]; then xz -dkf "$t.xz" && chmod +x "$t"; fi
+        if [ -x "$t" ]; then
+            timeout 300 "$t" --test-threads 1 cuda >"$out/tests.txt" 2>&1
+            echo "tests: exit $?"
+            grep -E '^test result|FAILED|panicked' "$out/tests.txt"
+        else
+            echo "tests: no $t(.xz), skipped"
+        fi
+        ;;
     tiny-bf16 | tiny-f16 | tiny-f32)
         p="${s#tiny-}"
         timeout 120 "$bin" bench train --device cuda --precision "$p" --python "$py" \

@@ -122,12 +122,26 @@ fn apply_matmul_precision(opts: &TrainBenchOptions) -> String {
     let base = format!("{} {:?}", opts.device, opts.precision).to_lowercase();
     let cpu =
         crate::config::parse_device(&opts.device).ok() == Some(crate::config::DeviceSpec::Cpu);
+    let base = if cpu {
+        base
+    } else {
+        format!("{base}; our convolutions on {}", gpu_convolutions())
+    };
     match cpu
         .then(|| crate::ops::sgemm::set_matmul_precision(opts.matmul_precision))
         .flatten()
     {
         Some(what) => format!("{base}; ours at matmul precision high: {what}"),
         None => base,
+    }
+}
+
+/// What runs our convolutions on a GPU in this build.
+fn gpu_convolutions() -> &'static str {
+    if cfg!(feature = "cudnn") {
+        "cuDNN"
+    } else {
+        "candle's im2col + cuBLAS (build with --features cudnn for cuDNN)"
     }
 }
 

@@ -17,7 +17,9 @@
 //! all three passes as Winograd F(2×2, 3×3) instead ([`super::winograd`]): 16 multiply-adds
 //! per 2×2 output tile and channel pair instead of 36.
 //!
-//! Every other device or dtype falls back to candle's `Tensor::conv2d` (padding first when it is
+//! With `--features cudnn`, CUDA tensors (`f32`, `bf16`, `f16`) run the same op on cuDNN
+//! ([`super::cudnn`]): forward, input and weight gradients one cuDNN call each. Every other
+//! device or dtype falls back to candle's `Tensor::conv2d` (padding first when it is
 //! asymmetric), so CUDA keeps working through candle's kernels.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -144,7 +146,32 @@ pub fn conv2d_with(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Tensor> {
         let w = w.contiguous()?;
         return Ok(x.apply_op2(&w, Conv2dOp { p: *p })?);
     }
+    #[cfg(feature = "cudnn")]
+    if super::cudnn::takes(x, w) {
+        return cudnn(x, w, p);
+    }
     fallback(x, w, p)
+}
+
+/// Our op on CUDA through cuDNN (`--features cudnn`); padding that differs between the two sides
+/// of an axis (timm's "SAME") is added to `x` first, as cuDNN pads symmetrically.
+#[cfg(feature = "cudnn")]
+fn cudnn(x: &Tensor, w: &Tensor, p: &Conv2dParams) -> Result<Tensor> {
+    let [pt, pb, pl, pr] = p.padding;
+    let (x, p) = if pt == pb && pl == pr {
+        (x.clone(), *p)
+    } else {
+        let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+        (
+            x,
+            Conv2dParams {
+                padding: [0; 4],
+                ..*p
+            },
+        )
+    };
+    Ok(x.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv2dOp { p })?)
 }
 
 /// Both gradients of [`conv2d_with`] for an upstream gradient `grad`, without autograd (for
@@ -303,6 +330,33 @@ impl Geom {
             h: self.h,
             w: self.w,
         })
+    }
+
+    /// The sizes as cuDNN takes them (an error for padding that differs between the sides of an
+    /// axis, which [`cudnn`] removes before the op).
+    #[cfg(feature = "cudnn")]
+    fn cudnn(&self, p: &Conv2dParams) -> candle_core::Result<super::cudnn::ConvShape> {
+        let [pt, pb, pl, pr] = p.padding;
+        if pt != pb || pl != pr {
+            candle_core::bail!("cuDNN conv2d: asymmetric padding {:?}", p.padding)
+        }
+        Ok(super::cudnn::ConvShape {
+            x: [self.n, self.cin, self.h, self.w],
+            w: [self.cout, self.cin_g, self.kh, self.kw],
+            y: [self.n, self.cout, self.oh, self.ow],
+            pad: [pt, pl],
+            stride: [self.sh, self.sw],
+            dilation: [self.dh, self.dw],
+            groups: self.groups,
+        })
+    }
+
+    /// That `dims` are this conv's output (gradient) dims.
+    fn check_output(&self, dims: &[usize]) -> candle_core::Result<()> {
+        if dims != [self.n, self.cout, self.oh, self.ow] {
+            candle_core::bail!("noisycxr conv2d: output gradient {dims:?} does not match");
+        }
+        Ok(())
     }
 
     /// Rows of `col`: `Cin/groups · kh · kw`.
@@ -843,6 +897,18 @@ impl CustomOp2 for Conv2dOp {
         "noisycxr-conv2d"
     }
 
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let s = geom(l1.dims(), l2.dims(), &self.p)?.cudnn(&self.p)?;
+        super::cudnn::conv2d(super::cudnn::Pass::Forward, &s, (s1, l1), (s2, l2))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -920,6 +986,20 @@ impl CustomOp2 for Conv2dGradInput {
         "noisycxr-conv2d-grad-input"
     }
 
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let g = geom(&self.x_dims, l1.dims(), &self.p)?;
+        g.check_output(l2.dims())?;
+        let s = g.cudnn(&self.p)?;
+        super::cudnn::conv2d(super::cudnn::Pass::Data, &s, (s1, l1), (s2, l2))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -928,12 +1008,7 @@ impl CustomOp2 for Conv2dGradInput {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(&self.x_dims, l1.dims(), &self.p)?;
-        if l2.dims() != [g.n, g.cout, g.oh, g.ow] {
-            candle_core::bail!(
-                "noisycxr conv2d: output gradient {:?} does not match",
-                l2.dims()
-            );
-        }
+        g.check_output(l2.dims())?;
         let wt = storage_f32(s1, l1, "conv2d weight")?;
         let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         let (chw, op) = (g.cin * g.h * g.w, g.cout * g.p());
@@ -975,6 +1050,20 @@ impl CustomOp2 for Conv2dGradWeight {
         "noisycxr-conv2d-grad-weight"
     }
 
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let g = geom(l1.dims(), &self.w_dims, &self.p)?;
+        g.check_output(l2.dims())?;
+        let s = g.cudnn(&self.p)?;
+        super::cudnn::conv2d(super::cudnn::Pass::Filter, &s, (s1, l1), (s2, l2))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -983,12 +1072,7 @@ impl CustomOp2 for Conv2dGradWeight {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom(l1.dims(), &self.w_dims, &self.p)?;
-        if l2.dims() != [g.n, g.cout, g.oh, g.ow] {
-            candle_core::bail!(
-                "noisycxr conv2d: output gradient {:?} does not match",
-                l2.dims()
-            );
-        }
+        g.check_output(l2.dims())?;
         let x = storage_f32(s1, l1, "conv2d input")?;
         let gout = storage_f32(s2, l2, "conv2d output gradient")?;
         if let Some(s) = g.winograd() {

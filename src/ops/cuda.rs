@@ -454,15 +454,7 @@ pub fn layer_norm_bwd(
 mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
-    use crate::ops::testutil::{max_rel_err, random};
-
-    fn gpu() -> Option<Device> {
-        let d = Device::new_cuda(0).ok();
-        if d.is_none() {
-            eprintln!("skipped: no CUDA device");
-        }
-        d
-    }
+    use crate::ops::testutil::{gpu, max_rel_err, random};
 
     /// Tolerance of a dtype against `f32` (its rounding, a few ulps).
     fn tol(dt: DType) -> f32 {
@@ -536,6 +528,33 @@ mod tests {
                 &[vec![rows, d], vec![d], vec![d]],
                 |x| crate::ops::layer_norm(&x[0], &x[1], &x[2], 1e-6),
                 &format!("layer_norm {rows}x{d}"),
+            );
+        }
+    }
+
+    /// cuDNN's forward and both gradients against our CPU conv (`--features cudnn`): a ResNet
+    /// stem, ResNet's 3×3 and strided 1×1, a grouped dilated conv and timm's "SAME" stride-2
+    /// padding (asymmetric, padded before cuDNN).
+    #[cfg(feature = "cudnn")]
+    #[test]
+    fn cudnn_conv_matches_cpu() {
+        use crate::ops::Conv2dParams;
+        let cases = [
+            ([2, 3, 19, 17], [8, 3, 7, 7], Conv2dParams::new(2, 3, 1, 1)),
+            ([2, 16, 9, 9], [16, 16, 3, 3], Conv2dParams::new(1, 1, 1, 1)),
+            ([2, 16, 9, 9], [32, 16, 1, 1], Conv2dParams::new(2, 0, 1, 1)),
+            ([2, 16, 9, 9], [16, 4, 3, 3], Conv2dParams::new(1, 2, 2, 4)),
+            (
+                [2, 8, 10, 11],
+                [8, 8, 3, 3],
+                Conv2dParams::same(10, 11, 3, 3, 2, 1, 1),
+            ),
+        ];
+        for (x, w, p) in cases {
+            compare(
+                &[x.to_vec(), w.to_vec()],
+                |t| crate::ops::conv2d_with(&t[0], &t[1], &p),
+                &format!("cuDNN conv2d {x:?} * {w:?} {p:?}"),
             );
         }
     }

@@ -19,6 +19,8 @@ mod candle_patches;
 pub mod conv2d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 pub mod fastmath;
 pub mod gelu;
 pub mod group_norm;

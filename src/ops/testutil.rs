@@ -33,3 +33,17 @@ pub(crate) fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
         .zip(&b)
         .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
 }
+
+/// CUDA device 0 for the GPU tests, or `None` (the test then skips) when there is no device or
+/// no driver: cudarc panics when it cannot load libcuda, which is caught here (its message is
+/// still printed).
+#[cfg(feature = "cuda")]
+pub(crate) fn gpu() -> Option<Device> {
+    let d = std::panic::catch_unwind(|| Device::new_cuda(0))
+        .ok()
+        .and_then(|r| r.ok());
+    if d.is_none() {
+        eprintln!("skipped: no CUDA device");
+    }
+    d
+}

@@ -409,8 +409,7 @@ mod tests {
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_fused_path_matches_torch_adamw() {
-        let Ok(dev) = Device::new_cuda(0) else {
-            eprintln!("skipped: no CUDA device");
+        let Some(dev) = crate::ops::testutil::gpu() else {
             return;
         };
         run_case_on("adamw", None, &dev);
