@@ -117,7 +117,7 @@ impl TrainBenchOptions {
 
 /// Applies `opts.matmul_precision` to our CPU matrix products and returns the setup label:
 /// device and precision of both sides, e.g. `cpu f32`, plus what matmul precision `high` means
-/// on this CPU when it was asked for.
+/// on this CPU when it was asked for, or on a GPU what runs our convolutions.
 fn apply_matmul_precision(opts: &TrainBenchOptions) -> String {
     let base = format!("{} {:?}", opts.device, opts.precision).to_lowercase();
     let cpu =

@@ -994,9 +994,8 @@ impl CustomOp2 for Conv2dGradInput {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let g = geom(&self.x_dims, l1.dims(), &self.p)?;
-        g.check_output(l2.dims())?;
-        let s = g.cudnn(&self.p)?;
+        // `cudnn::conv2d` checks `dy` (`l2`) against the shape.
+        let s = geom(&self.x_dims, l1.dims(), &self.p)?.cudnn(&self.p)?;
         super::cudnn::conv2d(super::cudnn::Pass::Data, &s, (s1, l1), (s2, l2))
     }
 
@@ -1058,9 +1057,8 @@ impl CustomOp2 for Conv2dGradWeight {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let g = geom(l1.dims(), &self.w_dims, &self.p)?;
-        g.check_output(l2.dims())?;
-        let s = g.cudnn(&self.p)?;
+        // `cudnn::conv2d` checks `dy` (`l2`) against the shape.
+        let s = geom(l1.dims(), &self.w_dims, &self.p)?.cudnn(&self.p)?;
         super::cudnn::conv2d(super::cudnn::Pass::Filter, &s, (s1, l1), (s2, l2))
     }
 
