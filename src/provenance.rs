@@ -26,6 +26,9 @@ pub struct Provenance {
     pub crate_version: &'static str,
     pub git_commit: Option<&'static str>,
     pub command_line: Vec<String>,
+    /// The library running CPU `f32` matrix products (the gemm crate, or OpenBLAS with
+    /// `--features openblas`): results differ between them in the last bits.
+    pub cpu_gemm: String,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,
     pub inputs: Vec<InputFile>,
@@ -38,6 +41,7 @@ impl Provenance {
             crate_version: env!("CARGO_PKG_VERSION"),
             git_commit: GIT_COMMIT,
             command_line: std::env::args().collect(),
+            cpu_gemm: crate::ops::sgemm::cpu_gemm(),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

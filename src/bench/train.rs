@@ -123,7 +123,7 @@ fn apply_matmul_precision(opts: &TrainBenchOptions) -> String {
     let cpu =
         crate::config::parse_device(&opts.device).ok() == Some(crate::config::DeviceSpec::Cpu);
     let base = if cpu {
-        base
+        format!("{base}; our f32 GEMM: {}", crate::ops::sgemm::cpu_gemm())
     } else {
         format!("{base}; our convolutions on {}", gpu_convolutions())
     };

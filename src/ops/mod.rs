@@ -28,6 +28,8 @@ pub(crate) mod host;
 pub mod layer_norm;
 pub mod linear;
 mod norm_kernels;
+#[cfg(feature = "openblas")]
+pub mod openblas;
 pub mod sgemm;
 pub(crate) mod simd;
 #[cfg(test)]

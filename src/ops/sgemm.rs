@@ -35,6 +35,14 @@ pub fn set_matmul_precision(p: MatmulPrecision) -> Option<&'static str> {
     })
 }
 
+/// The library running this build's CPU `f32` matrix products, for benchmark headers.
+pub fn cpu_gemm() -> String {
+    #[cfg(feature = "openblas")]
+    return super::openblas::describe();
+    #[cfg(not(feature = "openblas"))]
+    "the gemm crate (build with --features openblas for the system's OpenBLAS)".to_string()
+}
+
 /// Whether CPU matrix products currently run in `bf16×3` on AMX.
 pub fn bf16x3_in_effect() -> bool {
     HIGH.load(Ordering::Relaxed) && amx_available()
@@ -284,6 +292,29 @@ impl Raw<'_> {
         par: Parallelism,
     ) {
         let (a, b) = (self.a, self.b);
+        #[cfg(feature = "openblas")]
+        {
+            let part_a = MatRef {
+                data: &a.data[rows.start * a.rs..],
+                rows: rows.len(),
+                ..a
+            };
+            let part_b = MatRef {
+                data: &b.data[cols.start * b.cs..],
+                cols: cols.len(),
+                ..b
+            };
+            let part_dst = StridedDst {
+                // SAFETY: `(rows.start, cols.start)` lies inside the checked destination.
+                ptr: unsafe { self.dst.at(rows.start, cols.start) },
+                ..self.dst
+            };
+            // SAFETY: the parts lie inside the spans checked for the whole product, and this
+            // thread alone writes this part of `dst`.
+            if unsafe { super::openblas::gemm(part_dst, part_a, part_b, self.accumulate) } {
+                return;
+            }
+        }
         unsafe {
             gemm::gemm(
                 rows.len(),
@@ -388,5 +419,64 @@ mod tests {
         }
         assert_eq!(split(1000, 1000, 1000, 1), None);
         assert_eq!(split(16, 16, 16, 2), None);
+    }
+
+    /// Every operand layout the ops pass (row-major, a transposed view, a padded row stride)
+    /// and one no BLAS can take (no unit stride: `--features openblas` falls back to the gemm
+    /// crate), into plain and transposed destinations, against a naive `f64` product.
+    #[test]
+    fn every_operand_layout_matches_naive_product() {
+        let (m, k, n) = (13, 9, 11);
+        // A `rows x cols` matrix in layout `l` over a buffer filled from `seed`.
+        let make = |rows: usize, cols: usize, l: usize, seed: usize| {
+            let (rs, cs, len) = match l {
+                0 => (cols, 1, rows * cols),
+                1 => (1, rows, rows * cols),
+                2 => (cols + 3, 1, rows * (cols + 3)),
+                _ => (2 * cols, 2, rows * 2 * cols),
+            };
+            let data: Vec<f32> = (0..len)
+                .map(|i| (((i * seed) % 17) as f32 - 8.0) * 0.1)
+                .collect();
+            (data, rs, cs)
+        };
+        for la in 0..4 {
+            for lb in 0..4 {
+                let (ad, ars, acs) = make(m, k, la, 7);
+                let (bd, brs, bcs) = make(k, n, lb, 5);
+                let at = |r: usize, c: usize| ad[r * ars + c * acs] as f64;
+                let bt = |r: usize, c: usize| bd[r * brs + c * bcs] as f64;
+                let am = MatRef {
+                    data: &ad,
+                    rows: m,
+                    cols: k,
+                    rs: ars,
+                    cs: acs,
+                };
+                let bm = MatRef {
+                    data: &bd,
+                    rows: k,
+                    cols: n,
+                    rs: brs,
+                    cs: bcs,
+                };
+                for (transposed, accumulate) in [(false, false), (true, true)] {
+                    let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
+                    let mut dst = vec![0.5f32; m * n];
+                    sgemm_strided(&mut dst, rs, cs, am, bm, accumulate, 1).unwrap();
+                    for r in 0..m {
+                        for c in 0..n {
+                            let w: f64 = (0..k).map(|l| at(r, l) * bt(l, c)).sum::<f64>()
+                                + if accumulate { 0.5 } else { 0.0 };
+                            let got = dst[r * rs + c * cs] as f64;
+                            assert!(
+                                (got - w).abs() < 1e-5,
+                                "layouts {la}/{lb} ({r}, {c}): {got} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
