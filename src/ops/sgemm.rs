@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatmulPrecision {
-    /// `f32` throughout (the `gemm` crate's AVX-512 kernels).
+    /// `f32` throughout (the `gemm` crate, or OpenBLAS with `--features openblas`).
     #[default]
     Highest,
     /// `bf16×3` on Intel AMX where the CPU has it (about 10⁻⁵ relative error, see
