@@ -2,12 +2,16 @@
 //! the `gemm` crate.
 //!
 //! On this project's AVX2 machine (Zen 3, 2 cores) ViT-B/16's training step is ~85 % GEMM
-//! microkernel, and OpenBLAS's Haswell kernels ran it ~20 % faster in the whole step than the
+//! microkernel, and with OpenBLAS (its Zen kernels) whole steps ran 10–20 % faster than with the
 //! `gemm` crate (README, "Performance"); in isolation, single-threaded, the two differ by only
 //! ~5 % (OpenBLAS 84–89 GFLOP/s, `gemm` 75–88, an FMA loop 92–95 on ViT-B's shapes).
 //!
 //! OpenBLAS runs single-threaded here: [`super::sgemm`] already splits a product into one part
-//! per thread, and OpenBLAS's own pool on top of rayon's would oversubscribe the cores.
+//! per thread, and OpenBLAS's own pool on top of rayon's would oversubscribe the cores (its
+//! threads spin for a while after each call). Handing the large products to OpenBLAS's threads
+//! instead was tried: ViT-B/16 steps 1.12, 1.29, 1.28 img/s against 1.05, 1.04, 1.16 with the
+//! split (ours only, alternating), but one `hybrid_tiny` run fell to 364 img/s against 583–633
+//! and a hybrid run with PyTorch gave 1.05×, so the split stays until that is understood.
 //! Operands whose strides BLAS cannot express (neither stride 1) stay on the `gemm` crate.
 
 use std::ffi::{c_char, c_int, CStr};
