@@ -50,8 +50,8 @@ unsafe extern "C" {
 
 static SINGLE_THREADED: Once = Once::new();
 
-/// The library and kernels in use, e.g. `OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell
-/// MAX_THREADS=64 (Haswell kernels)`.
+/// The library and kernels in use, e.g. (Debian's, on Zen 3) `OpenBLAS 0.3.21 NO_LAPACKE
+/// DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64 (Zen kernels)`.
 pub fn describe() -> String {
     // SAFETY: both return pointers to static NUL-terminated strings (or null).
     let (config, core) = unsafe { (openblas_get_config(), openblas_get_corename()) };
@@ -81,29 +81,27 @@ fn operand(
     cols: usize,
     row_major: bool,
 ) -> Option<(bool, c_int)> {
-    let (major, minor, along_major) = if row_major {
-        (rs, cs, cols)
+    let (major, minor, along_major, along_minor) = if row_major {
+        (rs, cs, cols, rows)
     } else {
-        (cs, rs, rows)
+        (cs, rs, rows, cols)
     };
-    let along_minor = if row_major { rows } else { cols };
-    let ld = if minor == 1 && major >= along_major.max(1) {
+    let (transposed, ld) = if minor == 1 && major >= along_major.max(1) {
         (false, major)
     } else if major == 1 && minor >= along_minor.max(1) {
         (true, minor)
     } else {
         return None;
     };
-    Some((ld.0, c_int::try_from(ld.1).ok()?))
+    Some((transposed, c_int::try_from(ld).ok()?))
 }
 
 /// `dst (+)= a @ b` on OpenBLAS when BLAS can express the three layouts; returns `false`
 /// (and does nothing) otherwise, for the caller to use the `gemm` crate.
 ///
 /// # Safety
-/// As [`super::sgemm`]'s `Raw::run`: the spans of `dst`, `a` and `b` were checked for the
-/// product, `a.data` / `b.data` start at the part's first row / column, and no other thread
-/// writes this part of `dst`.
+/// As [`super::sgemm`]'s `Raw::run`: `dst`, `a` and `b` describe one part of a product whose
+/// spans were checked, and no other thread writes this part of `dst`.
 pub(crate) unsafe fn gemm(dst: StridedDst, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let row_major = dst.cs == 1 && dst.rs >= n.max(1);

@@ -291,43 +291,42 @@ impl Raw<'_> {
         cols: std::ops::Range<usize>,
         par: Parallelism,
     ) {
-        let (a, b) = (self.a, self.b);
+        // The part as a product of its own (slicing cannot fail: the part starts inside the
+        // checked spans).
+        let a = MatRef {
+            data: &self.a.data[rows.start * self.a.rs..],
+            rows: rows.len(),
+            ..self.a
+        };
+        let b = MatRef {
+            data: &self.b.data[cols.start * self.b.cs..],
+            cols: cols.len(),
+            ..self.b
+        };
+        let dst = StridedDst {
+            // SAFETY: `(rows.start, cols.start)` lies inside the checked destination.
+            ptr: unsafe { self.dst.at(rows.start, cols.start) },
+            ..self.dst
+        };
         #[cfg(feature = "openblas")]
-        {
-            let part_a = MatRef {
-                data: &a.data[rows.start * a.rs..],
-                rows: rows.len(),
-                ..a
-            };
-            let part_b = MatRef {
-                data: &b.data[cols.start * b.cs..],
-                cols: cols.len(),
-                ..b
-            };
-            let part_dst = StridedDst {
-                // SAFETY: `(rows.start, cols.start)` lies inside the checked destination.
-                ptr: unsafe { self.dst.at(rows.start, cols.start) },
-                ..self.dst
-            };
-            // SAFETY: the parts lie inside the spans checked for the whole product, and this
-            // thread alone writes this part of `dst`.
-            if unsafe { super::openblas::gemm(part_dst, part_a, part_b, self.accumulate) } {
-                return;
-            }
+        // SAFETY: the part lies inside the spans checked for the whole product, and this
+        // thread alone writes it.
+        if unsafe { super::openblas::gemm(dst, a, b, self.accumulate) } {
+            return;
         }
         unsafe {
             gemm::gemm(
-                rows.len(),
-                cols.len(),
+                a.rows,
+                b.cols,
                 a.cols,
-                self.dst.at(rows.start, cols.start),
-                self.dst.cs as isize,
-                self.dst.rs as isize,
+                dst.ptr,
+                dst.cs as isize,
+                dst.rs as isize,
                 self.accumulate,
-                a.data.as_ptr().add(rows.start * a.rs),
+                a.data.as_ptr(),
                 a.cs as isize,
                 a.rs as isize,
-                b.data.as_ptr().add(cols.start * b.cs),
+                b.data.as_ptr(),
                 b.cs as isize,
                 b.rs as isize,
                 1.0,
