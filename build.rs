@@ -1,8 +1,7 @@
 //! Records the git commit the binary is built from (for run provenance), if git is available;
 //! for `--features cuda`, where to find the CUDA runtime to link against and our own kernels
-//! compiled to PTX; for `--features openblas`, links the system's OpenBLAS.
+//! compiled to PTX.
 fn main() {
-    openblas_link();
     cuda_link_search();
     cuda_kernels();
     for p in [".git/HEAD", ".git/index"] {
@@ -21,22 +20,6 @@ fn main() {
             }
         }
     }
-}
-
-/// Links `libopenblas` (Debian / Ubuntu: `apt install libopenblas-dev`), from
-/// `$OPENBLAS_LIB_DIR` when set, else from the linker's default paths.
-fn openblas_link() {
-    println!("cargo:rerun-if-env-changed=OPENBLAS_LIB_DIR");
-    if std::env::var_os("CARGO_FEATURE_OPENBLAS").is_none() {
-        return;
-    }
-    if let Some(dir) = std::env::var_os("OPENBLAS_LIB_DIR") {
-        println!(
-            "cargo:rustc-link-search=native={}",
-            std::path::Path::new(&dir).display()
-        );
-    }
-    println!("cargo:rustc-link-lib=openblas");
 }
 
 /// candle-kernels links its fused kernels against `libcudart`; cudarc loads the other CUDA

@@ -5,7 +5,7 @@ use clap::Parser;
 fn main() {
     noisycxr::runtime::init_threads();
     let cli = noisycxr::cli::Cli::parse();
-    if let Err(e) = noisycxr::cli::run(cli) {
+    if let Err(e) = noisycxr::ops::openblas::init().and_then(|()| noisycxr::cli::run(cli)) {
         let code = e.exit_code();
         let e = anyhow::Error::new(e);
         eprintln!("error: {e}");

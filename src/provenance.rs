@@ -26,8 +26,8 @@ pub struct Provenance {
     pub crate_version: &'static str,
     pub git_commit: Option<&'static str>,
     pub command_line: Vec<String>,
-    /// The library running CPU `f32` matrix products (the gemm crate, or OpenBLAS with
-    /// `--features openblas`): results differ between them in the last bits.
+    /// The library running CPU `f32` matrix products (the system's OpenBLAS, or the gemm
+    /// crate; `NOISYCXR_BLAS`): results differ between them in the last bits.
     pub cpu_gemm: String,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,

@@ -28,7 +28,6 @@ pub(crate) mod host;
 pub mod layer_norm;
 pub mod linear;
 mod norm_kernels;
-#[cfg(feature = "openblas")]
 pub mod openblas;
 pub mod sgemm;
 pub(crate) mod simd;

@@ -1,17 +1,21 @@
-//! A small safe wrapper over the `gemm` crate (the same version candle uses) for `f32`
-//! matrices described by a slice, a row stride and a column stride.
+//! A small safe wrapper over the `gemm` crate (the same version candle uses), or the system's
+//! OpenBLAS where it loads ([`super::openblas`]), for `f32` matrices described by a slice, a row
+//! stride and a column stride.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::openblas::OpenBlas;
+
 /// How `f32` matrix products run on the CPU, named as PyTorch's
 /// `torch.set_float32_matmul_precision` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatmulPrecision {
-    /// `f32` throughout (the `gemm` crate, or OpenBLAS with `--features openblas`).
+    /// `f32` throughout (the system's OpenBLAS where it loads, else the `gemm` crate; see
+    /// [`super::openblas`]).
     #[default]
     Highest,
     /// `bf16×3` on Intel AMX where the CPU has it (about 10⁻⁵ relative error, see
@@ -35,12 +39,10 @@ pub fn set_matmul_precision(p: MatmulPrecision) -> Option<&'static str> {
     })
 }
 
-/// The library running this build's CPU `f32` matrix products, for benchmark headers.
+/// The library running this process's CPU `f32` matrix products, for benchmark headers and
+/// run provenance.
 pub fn cpu_gemm() -> String {
-    #[cfg(feature = "openblas")]
-    return super::openblas::describe();
-    #[cfg(not(feature = "openblas"))]
-    "the gemm crate (build with --features openblas for the system's OpenBLAS)".to_string()
+    super::openblas::describe()
 }
 
 /// Whether CPU matrix products currently run in `bf16×3` on AMX.
@@ -151,6 +153,23 @@ pub fn sgemm_strided(
     accumulate: bool,
     threads: usize,
 ) -> std::result::Result<(), String> {
+    let blas = super::openblas::active();
+    sgemm_on(blas, dst, dst_rs, dst_cs, a, b, accumulate, threads)
+}
+
+/// [`sgemm_strided`] on OpenBLAS (`Some`, where BLAS can express the layouts) or the `gemm`
+/// crate (`None`).
+#[allow(clippy::too_many_arguments)]
+fn sgemm_on(
+    blas: Option<&OpenBlas>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    threads: usize,
+) -> std::result::Result<(), String> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         return Err(format!(
@@ -201,6 +220,7 @@ pub fn sgemm_strided(
         a,
         b,
         accumulate,
+        blas,
     };
     match split(m, n, k, threads) {
         // SAFETY: every index the kernel touches lies inside the spans checked above; `dst` is
@@ -277,6 +297,8 @@ struct Raw<'a> {
     a: MatRef<'a>,
     b: MatRef<'a>,
     accumulate: bool,
+    /// Where the parts run, when not on the `gemm` crate.
+    blas: Option<&'a OpenBlas>,
 }
 
 impl Raw<'_> {
@@ -308,11 +330,12 @@ impl Raw<'_> {
             ptr: unsafe { self.dst.at(rows.start, cols.start) },
             ..self.dst
         };
-        #[cfg(feature = "openblas")]
-        // SAFETY: the part lies inside the spans checked for the whole product, and this
-        // thread alone writes it.
-        if unsafe { super::openblas::gemm(dst, a, b, self.accumulate) } {
-            return;
+        if let Some(blas) = self.blas {
+            // SAFETY: the part lies inside the spans checked for the whole product, and this
+            // thread alone writes it.
+            if unsafe { blas.gemm(dst, a, b, self.accumulate) } {
+                return;
+            }
         }
         unsafe {
             gemm::gemm(
@@ -343,6 +366,14 @@ impl Raw<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The libraries this machine can run products on: the `gemm` crate, and OpenBLAS where it
+    /// loads (printed, so a test log says which ran).
+    fn backends() -> Vec<Option<&'static OpenBlas>> {
+        let blas = super::super::openblas::active();
+        eprintln!("sgemm tests on the gemm crate and {}", cpu_gemm());
+        std::iter::once(None).chain(blas.map(Some)).collect()
+    }
 
     #[test]
     fn matches_naive_product_with_transposes_and_accumulation() {
@@ -400,10 +431,12 @@ mod tests {
                     .map(|l| a[r * k + l] as f64 * bt[c * k + l] as f64)
                     .sum()
             };
-            for (transposed, accumulate) in [(false, false), (true, false), (false, true)] {
+            for (blas, transposed, accumulate) in backends().into_iter().flat_map(|blas| {
+                [(false, false), (true, false), (false, true)].map(|(t, acc)| (blas, t, acc))
+            }) {
                 let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
                 let mut dst = vec![1f32; m * n];
-                sgemm_strided(&mut dst, rs, cs, am, bm, accumulate, 2).unwrap();
+                sgemm_on(blas, &mut dst, rs, cs, am, bm, accumulate, 2).unwrap();
                 for r in 0..m {
                     for c in 0..n {
                         let w = want(r, c) + if accumulate { 1.0 } else { 0.0 };
@@ -421,11 +454,12 @@ mod tests {
     }
 
     /// Every operand layout the ops pass (row-major, a transposed view, a padded row stride)
-    /// and one no BLAS can take (no unit stride: `--features openblas` falls back to the gemm
-    /// crate), into plain and transposed destinations, against a naive `f64` product.
+    /// and one no BLAS can take (no unit stride: OpenBLAS falls back to the gemm crate), into
+    /// plain and transposed destinations, on each library, against a naive `f64` product.
     #[test]
     fn every_operand_layout_matches_naive_product() {
         let (m, k, n) = (13, 9, 11);
+        let backends = backends();
         // A `rows x cols` matrix in layout `l` over a buffer filled from `seed`.
         let make = |rows: usize, cols: usize, l: usize, seed: usize| {
             let (rs, cs, len) = match l {
@@ -459,10 +493,14 @@ mod tests {
                     rs: brs,
                     cs: bcs,
                 };
-                for (transposed, accumulate) in [(false, false), (true, true)] {
+                for (blas, transposed, accumulate) in backends
+                    .iter()
+                    .copied()
+                    .flat_map(|blas| [(false, false), (true, true)].map(|(t, acc)| (blas, t, acc)))
+                {
                     let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
                     let mut dst = vec![0.5f32; m * n];
-                    sgemm_strided(&mut dst, rs, cs, am, bm, accumulate, 1).unwrap();
+                    sgemm_on(blas, &mut dst, rs, cs, am, bm, accumulate, 1).unwrap();
                     for r in 0..m {
                         for c in 0..n {
                             let w: f64 = (0..k).map(|l| at(r, l) * bt(l, c)).sum::<f64>()
@@ -470,7 +508,8 @@ mod tests {
                             let got = dst[r * rs + c * cs] as f64;
                             assert!(
                                 (got - w).abs() < 1e-5,
-                                "layouts {la}/{lb} ({r}, {c}): {got} vs {w}"
+                                "layouts {la}/{lb}, OpenBLAS {} ({r}, {c}): {got} vs {w}",
+                                blas.is_some()
                             );
                         }
                     }
