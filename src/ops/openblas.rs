@@ -125,6 +125,8 @@ fn resolve(value: Option<&OsStr>) -> State {
         Request::Auto => (system_names(), false),
         Request::Required(names) => (names, true),
     };
+    // Why each name failed; with `auto`, only libraries that opened but were refused are worth
+    // reporting (a missing one is the usual case).
     let mut why = Vec::new();
     for name in &names {
         match load(name) {
@@ -134,14 +136,17 @@ fn resolve(value: Option<&OsStr>) -> State {
                     required,
                 }
             }
-            Err(e) => why.push(format!("{}: {e}", name.to_string_lossy())),
+            Err((opened, e)) if required || opened => {
+                why.push(format!("{}: {e}", name.to_string_lossy()))
+            }
+            Err(_) => {}
         }
     }
     State {
-        blas: Err(if required {
-            why.join("; ")
-        } else {
+        blas: Err(if why.is_empty() {
             "no OpenBLAS found".to_string()
+        } else {
+            why.join("; ")
         }),
         required,
     }
@@ -155,12 +160,13 @@ fn loader_error(e: libloading::Error) -> String {
     }
 }
 
-/// Opens `name` and checks it is an LP64 OpenBLAS; sets its thread count to 1.
-fn load(name: &OsStr) -> Result<OpenBlas, String> {
+/// Opens `name` and checks it is an LP64 OpenBLAS; sets its thread count to 1. The error says
+/// whether the library opened (and was refused) and why.
+fn load(name: &OsStr) -> Result<OpenBlas, (bool, String)> {
     // SAFETY: loading runs the library's initialisers; OpenBLAS's only read the environment and
     // start its (idle) thread pool.
-    let lib = unsafe { Library::new(name) }.map_err(loader_error)?;
-    let not_openblas = |e| format!("not OpenBLAS ({})", loader_error(e));
+    let lib = unsafe { Library::new(name) }.map_err(|e| (false, loader_error(e)))?;
+    let not_openblas = |e| (true, format!("not OpenBLAS ({})", loader_error(e)));
     // SAFETY: the types are those of OpenBLAS's exported C functions of these names.
     let (sgemm, set_threads, config, core) = unsafe {
         (
@@ -187,9 +193,12 @@ fn load(name: &OsStr) -> Result<OpenBlas, String> {
     };
     let config = text(config);
     if config.contains("USE64BITINT") {
-        return Err(format!(
-            "a 64-bit-integer (ILP64) build ({config}); noisycxr calls the 32-bit-integer \
+        return Err((
+            true,
+            format!(
+                "a 64-bit-integer (ILP64) build ({config}); noisycxr calls the 32-bit-integer \
              (LP64) interface, as distributions' libopenblas has it"
+            ),
         ));
     }
     // SAFETY: plain setter of OpenBLAS's process-wide thread count.
@@ -376,8 +385,19 @@ mod tests {
         match s.blas {
             Ok(b) => assert!(b.describe.contains("OpenBLAS"), "{}", b.describe),
             Err(why) => {
-                assert_eq!(why, "no OpenBLAS found");
-                assert!(system_names().iter().all(|n| load(n).is_err()));
+                let errors: Vec<_> = system_names()
+                    .iter()
+                    .filter_map(|n| load(n).err())
+                    .collect();
+                assert_eq!(errors.len(), system_names().len(), "one loads: {why}");
+                if errors.iter().all(|(opened, _)| !opened) {
+                    assert_eq!(why, "no OpenBLAS found");
+                } else {
+                    assert!(
+                        why.contains("not OpenBLAS") || why.contains("ILP64"),
+                        "{why}"
+                    );
+                }
             }
         }
     }
